@@ -1,0 +1,209 @@
+from . import image_pb2 as _image_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ControlMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CONTROL_MODE_UNSPECIFIED: _ClassVar[ControlMode]
+    CONTROL_MODE_BALANCED: _ClassVar[ControlMode]
+    CONTROL_MODE_PROMPT: _ClassVar[ControlMode]
+    CONTROL_MODE_CONTROL: _ClassVar[ControlMode]
+
+class PreviewMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PREVIEW_MODE_UNSPECIFIED: _ClassVar[PreviewMode]
+    PREVIEW_MODE_NONE: _ClassVar[PreviewMode]
+    PREVIEW_MODE_FAST: _ClassVar[PreviewMode]
+    PREVIEW_MODE_FULL: _ClassVar[PreviewMode]
+CONTROL_MODE_UNSPECIFIED: ControlMode
+CONTROL_MODE_BALANCED: ControlMode
+CONTROL_MODE_PROMPT: ControlMode
+CONTROL_MODE_CONTROL: ControlMode
+PREVIEW_MODE_UNSPECIFIED: PreviewMode
+PREVIEW_MODE_NONE: PreviewMode
+PREVIEW_MODE_FAST: PreviewMode
+PREVIEW_MODE_FULL: PreviewMode
+
+class ControlUnit(_message.Message):
+    __slots__ = ("model", "image", "weight", "start", "end", "mode")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    image: _image_pb2.Image
+    weight: float
+    start: float
+    end: float
+    mode: ControlMode
+    def __init__(self, model: _Optional[str] = ..., image: _Optional[_Union[_image_pb2.Image, _Mapping]] = ..., weight: _Optional[float] = ..., start: _Optional[float] = ..., end: _Optional[float] = ..., mode: _Optional[_Union[ControlMode, str]] = ...) -> None: ...
+
+class PreviewOptions(_message.Message):
+    __slots__ = ("mode", "every", "format")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    EVERY_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    mode: PreviewMode
+    every: int
+    format: _image_pb2.ImageFormat
+    def __init__(self, mode: _Optional[_Union[PreviewMode, str]] = ..., every: _Optional[int] = ..., format: _Optional[_Union[_image_pb2.ImageFormat, str]] = ...) -> None: ...
+
+class GenerateRequest(_message.Message):
+    __slots__ = ("model", "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "scheduler", "controls", "init_image", "strength", "preview", "output_format")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULER_FIELD_NUMBER: _ClassVar[int]
+    CONTROLS_FIELD_NUMBER: _ClassVar[int]
+    INIT_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    prompt: str
+    negative_prompt: str
+    seed: int
+    steps: int
+    guidance_scale: float
+    width: int
+    height: int
+    scheduler: str
+    controls: _containers.RepeatedCompositeFieldContainer[ControlUnit]
+    init_image: _image_pb2.Image
+    strength: float
+    preview: PreviewOptions
+    output_format: _image_pb2.ImageFormat
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., scheduler: _Optional[str] = ..., controls: _Optional[_Iterable[_Union[ControlUnit, _Mapping]]] = ..., init_image: _Optional[_Union[_image_pb2.Image, _Mapping]] = ..., strength: _Optional[float] = ..., preview: _Optional[_Union[PreviewOptions, _Mapping]] = ..., output_format: _Optional[_Union[_image_pb2.ImageFormat, str]] = ...) -> None: ...
+
+class Queued(_message.Message):
+    __slots__ = ("position",)
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    def __init__(self, position: _Optional[int] = ...) -> None: ...
+
+class Progress(_message.Message):
+    __slots__ = ("step", "total", "preview")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    total: int
+    preview: _image_pb2.Image
+    def __init__(self, step: _Optional[int] = ..., total: _Optional[int] = ..., preview: _Optional[_Union[_image_pb2.Image, _Mapping]] = ...) -> None: ...
+
+class Timings(_message.Message):
+    __slots__ = ("queued_ms", "prepare_ms", "denoise_ms", "decode_ms", "total_ms", "batch_size")
+    QUEUED_MS_FIELD_NUMBER: _ClassVar[int]
+    PREPARE_MS_FIELD_NUMBER: _ClassVar[int]
+    DENOISE_MS_FIELD_NUMBER: _ClassVar[int]
+    DECODE_MS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    queued_ms: float
+    prepare_ms: float
+    denoise_ms: float
+    decode_ms: float
+    total_ms: float
+    batch_size: int
+    def __init__(self, queued_ms: _Optional[float] = ..., prepare_ms: _Optional[float] = ..., denoise_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., batch_size: _Optional[int] = ...) -> None: ...
+
+class Result(_message.Message):
+    __slots__ = ("image", "seed", "timings")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    image: _image_pb2.Image
+    seed: int
+    timings: Timings
+    def __init__(self, image: _Optional[_Union[_image_pb2.Image, _Mapping]] = ..., seed: _Optional[int] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
+
+class GenerateEvent(_message.Message):
+    __slots__ = ("queued", "progress", "result")
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    queued: Queued
+    progress: Progress
+    result: Result
+    def __init__(self, queued: _Optional[_Union[Queued, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class BaseModel(_message.Message):
+    __slots__ = ("name", "family", "default_width", "default_height")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    family: str
+    default_width: int
+    default_height: int
+    def __init__(self, name: _Optional[str] = ..., family: _Optional[str] = ..., default_width: _Optional[int] = ..., default_height: _Optional[int] = ...) -> None: ...
+
+class ControlModel(_message.Message):
+    __slots__ = ("name", "kind")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
+
+class Limits(_message.Message):
+    __slots__ = ("max_pixels", "max_steps", "max_controls", "max_queue", "max_batch", "max_message_bytes")
+    MAX_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONTROLS_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    max_pixels: int
+    max_steps: int
+    max_controls: int
+    max_queue: int
+    max_batch: int
+    max_message_bytes: int
+    def __init__(self, max_pixels: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_controls: _Optional[int] = ..., max_queue: _Optional[int] = ..., max_batch: _Optional[int] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models", "controls", "schedulers", "limits")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    CONTROLS_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULERS_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[BaseModel]
+    controls: _containers.RepeatedCompositeFieldContainer[ControlModel]
+    schedulers: _containers.RepeatedScalarFieldContainer[str]
+    limits: Limits
+    def __init__(self, models: _Optional[_Iterable[_Union[BaseModel, _Mapping]]] = ..., controls: _Optional[_Iterable[_Union[ControlModel, _Mapping]]] = ..., schedulers: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
+
+class GetServerInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServerInfo(_message.Message):
+    __slots__ = ("version", "device", "dtype", "limits")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    device: str
+    dtype: str
+    limits: Limits
+    def __init__(self, version: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...

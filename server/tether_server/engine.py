@@ -1,0 +1,556 @@
+"""The diffusion engine: Stable Diffusion 1.5 with any number of ControlNet units.
+
+The engine owns its denoising loop over diffusers' components instead of calling the
+Pipeline classes, so that it can
+- run a batch of compatible jobs (same size, steps, scheduler and control-model slots)
+  through one loop, each job with its own prompt, seed, control images and weights;
+- skip a unit outside its start/end window (diffusers runs it with weight 0);
+- encode each control image once per job instead of once per step;
+- preview any step and stop between steps when a job is cancelled.
+
+It is held to diffusers' StableDiffusionControlNet(Img2Img)Pipeline by parity tests: the
+same components, seed and scheduler give the same image. Every tensor operation that
+reaches the image is the one diffusers performs, in the same order and batch layout
+(rows [uncond_0 .. uncond_B-1, cond_0 .. cond_B-1] under classifier-free guidance).
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from . import schedulers
+from .errors import InvalidArgument, NotFound
+from .models import ModelSet
+
+CONTROL_MODES = ("balanced", "prompt", "control")
+PREVIEW_MODES = ("none", "fast", "full")
+
+# SD 1.5 latent channels -> RGB (rows: latent channels; columns: R, G, B). ComfyUI's
+# coefficients; applied to the predicted clean latent they give a 1/8-size preview for free.
+LATENT_RGB = [
+    [0.3512, 0.2297, 0.3227],
+    [0.3250, 0.4974, 0.2350],
+    [-0.2829, 0.1762, 0.2721],
+    [-0.2120, -0.2616, -0.7177],
+]
+
+# A1111's "My prompt is more important": residual k of n is scaled by 0.825^(n-1-k).
+PROMPT_MODE_DECAY = 0.825
+
+
+@dataclass
+class ControlInput:
+    """One ControlNet unit of a job. `image` is the control map at the output size."""
+
+    model: str
+    image: np.ndarray  # (height, width, 3) float32 in [0, 1]
+    weight: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+    mode: str = "balanced"
+
+
+ProgressCallback = Callable[[int, int, "np.ndarray | None"], None]
+
+
+@dataclass
+class Job:
+    """One generation. Fields mirror GenerateRequest after defaults are applied."""
+
+    prompt: str
+    negative_prompt: str = ""
+    seed: int = 0
+    steps: int = 20
+    guidance_scale: float = 7.5
+    width: int = 512
+    height: int = 512
+    scheduler: str = schedulers.DEFAULT_SCHEDULER
+    controls: list[ControlInput] = field(default_factory=list)
+    init_image: np.ndarray | None = None  # (height, width, 3) float32 in [0, 1]
+    strength: float = 0.75
+    preview: str = "none"
+    preview_every: int = 1
+    # Called after every step with (step, total, preview or None); preview is
+    # (h, w, 3) float32 in [0, 1].
+    on_progress: ProgressCallback | None = None
+    # Set from any thread to stop the job before its next step.
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class Output:
+    """A finished job."""
+
+    image: np.ndarray  # (height, width, 3) float32 in [0, 1]
+    seed: int
+    prepare_ms: float
+    denoise_ms: float
+    decode_ms: float
+    batch_size: int
+
+
+@dataclass
+class _Unit:
+    """One control slot of a batch: the rows it conditions and everything fixed per run."""
+
+    net: torch.nn.Module
+    rows: torch.Tensor  # rows of the UNet batch this unit can condition, ascending
+    jobs: list[int]  # job index of each row
+    windows: list[tuple[float, float]]  # (start, end) of each row
+    hint: torch.Tensor  # the control images through the conditioning embedding, per row
+    scales: torch.Tensor  # (rows, residuals): weight x mode profile
+
+
+class Engine:
+    """Runs jobs on one model set. Not thread-safe: one thread calls `run`."""
+
+    def __init__(
+        self,
+        models: ModelSet,
+        *,
+        max_pixels: int = 1024 * 1024,
+        max_steps: int = 150,
+        max_controls: int = 8,
+        prompt_cache_size: int = 256,
+    ) -> None:
+        self.models = models
+        self.max_pixels = max_pixels
+        self.max_steps = max_steps
+        self.max_controls = max_controls
+        self._prompt_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._prompt_cache_size = prompt_cache_size
+        self._latent_rgb = torch.tensor(LATENT_RGB, device=models.device, dtype=models.dtype)
+
+    # -- validation ----------------------------------------------------------------------
+
+    def check(self, job: Job) -> None:
+        """Raise InvalidArgument or NotFound, naming the field, if the job cannot run."""
+        for name, value in (("width", job.width), ("height", job.height)):
+            if value <= 0 or value % 8:
+                raise InvalidArgument(name, f"must be a positive multiple of 8 (got {value})")
+        if job.width * job.height > self.max_pixels:
+            raise InvalidArgument(
+                "width",
+                f"{job.width}x{job.height} is {job.width * job.height} pixels; this server "
+                f"accepts at most {self.max_pixels} (e.g. {_square(self.max_pixels)})",
+            )
+        if not 1 <= job.steps <= self.max_steps:
+            raise InvalidArgument("steps", f"must be 1 to {self.max_steps} (got {job.steps})")
+        if not 0 <= job.guidance_scale <= 30:
+            raise InvalidArgument(
+                "guidance_scale", f"must be 0 to 30 (got {job.guidance_scale:g})"
+            )
+        if job.scheduler not in schedulers.SCHEDULERS:
+            raise InvalidArgument(
+                "scheduler",
+                f"unknown scheduler {job.scheduler!r}; use one of "
+                f"{', '.join(schedulers.SCHEDULERS)}",
+            )
+        if job.preview not in PREVIEW_MODES:
+            raise InvalidArgument("preview", f"must be one of {', '.join(PREVIEW_MODES)}")
+        if job.preview_every < 1:
+            raise InvalidArgument("preview.every", f"must be 1 or more (got {job.preview_every})")
+        size = (job.height, job.width, 3)
+        if job.init_image is not None:
+            if job.init_image.shape != size:
+                raise InvalidArgument(
+                    "init_image", f"is {_describe(job.init_image)}; must be {_wxh(job)} RGB"
+                )
+            if not 0 < job.strength <= 1:
+                raise InvalidArgument("strength", f"must be in (0, 1] (got {job.strength:g})")
+            if int(job.steps * job.strength) < 1:
+                raise InvalidArgument(
+                    "strength",
+                    f"steps x strength = {job.steps} x {job.strength:g} leaves no step to run; "
+                    "raise steps or strength",
+                )
+        if len(job.controls) > self.max_controls:
+            raise InvalidArgument(
+                "controls", f"at most {self.max_controls} units (got {len(job.controls)})"
+            )
+        for i, unit in enumerate(job.controls):
+            where = f"controls[{i}]"
+            if unit.model not in self.models.controls:
+                raise NotFound(
+                    f"{where}.model: no control model {unit.model!r}; this server has "
+                    f"{', '.join(self.models.controls) or 'none'}"
+                )
+            if not 0 <= unit.weight <= 2:
+                raise InvalidArgument(f"{where}.weight", f"must be 0 to 2 (got {unit.weight:g})")
+            for name, value in (("start", unit.start), ("end", unit.end)):
+                if not 0 <= value <= 1:
+                    raise InvalidArgument(f"{where}.{name}", f"must be 0 to 1 (got {value:g})")
+            if unit.start > unit.end:
+                raise InvalidArgument(
+                    f"{where}.start",
+                    f"must not be after end (got start={unit.start:g}, end={unit.end:g})",
+                )
+            if unit.mode not in CONTROL_MODES:
+                raise InvalidArgument(f"{where}.mode", f"must be one of {', '.join(CONTROL_MODES)}")
+            if unit.image.shape != size:
+                raise InvalidArgument(
+                    f"{where}.image",
+                    f"is {_describe(unit.image)}; must be the output size {_wxh(job)}, RGB",
+                )
+
+    @staticmethod
+    def batch_key(job: Job) -> tuple:
+        """Jobs with equal keys can share one denoising loop."""
+        return (
+            job.width,
+            job.height,
+            job.steps,
+            job.scheduler,
+            job.guidance_scale > 1,
+            tuple(unit.model for unit in job.controls),
+            None if job.init_image is None else int(job.steps * job.strength),
+        )
+
+    # -- the run ---------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def run(self, jobs: list[Job]) -> list[Output | None]:
+        """Run compatible jobs (equal `batch_key`, each passed `check`) through one loop.
+
+        Returns one Output per job, None for a job cancelled before it finished.
+        """
+        models = self.models
+        device, dtype = models.device, models.dtype
+        first = jobs[0]
+        batch = len(jobs)
+        cfg = first.guidance_scale > 1
+        started = time.perf_counter()
+
+        # 1. Text: negative prompts first, as diffusers concatenates them.
+        embeds = torch.cat([self._encode(job.prompt) for job in jobs])
+        if cfg:
+            embeds = torch.cat([torch.cat([self._encode(j.negative_prompt) for j in jobs]), embeds])
+
+        # 2. Timesteps; img2img starts part-way, as diffusers' get_timesteps does.
+        scheduler = schedulers.create(first.scheduler, models.scheduler_config)
+        scheduler.set_timesteps(first.steps, device=device)
+        timesteps = scheduler.timesteps
+        if first.init_image is not None:
+            t_start = first.steps - min(int(first.steps * first.strength), first.steps)
+            timesteps = timesteps[t_start * scheduler.order :]
+            if hasattr(scheduler, "set_begin_index"):
+                scheduler.set_begin_index(t_start * scheduler.order)
+
+        # 3. Initial latents from per-job CPU generators (the seed contract in DESIGN.md).
+        generators = [torch.Generator("cpu").manual_seed(job.seed) for job in jobs]
+        latents = self._initial_latents(jobs, generators, scheduler, timesteps)
+
+        # 4. Control units: the conditioning embedding of each image is computed once here.
+        units = [self._prepare_unit(jobs, slot, cfg) for slot in range(len(first.controls))]
+
+        step_kwargs = {}
+        step_params = inspect.signature(scheduler.step).parameters
+        if "generator" in step_params:
+            step_kwargs["generator"] = generators
+        if "eta" in step_params:
+            step_kwargs["eta"] = 0.0
+        guidance = torch.tensor([j.guidance_scale for j in jobs], device=device, dtype=dtype)
+        guidance = guidance.view(-1, 1, 1, 1)
+        live = [True] * batch
+        prepared = _sync_time(device)
+
+        # 5. The loop.
+        total = len(timesteps)
+        for i, t in enumerate(timesteps):
+            for j, job in enumerate(jobs):
+                if live[j] and job.cancel.is_set():
+                    live[j] = False
+            if not any(live):
+                return [None] * batch
+            rows = None if all(live) else _rows(live, cfg, device)
+
+            model_input = torch.cat([latents] * 2) if cfg else latents
+            model_input = scheduler.scale_model_input(model_input, t)
+            down, mid = self._control_residuals(units, live, i, total, model_input, t, embeds)
+
+            unet_input, unet_embeds = _take(model_input, rows), _take(embeds, rows)
+            if rows is not None and down is not None:
+                down, mid = [d.index_select(0, rows) for d in down], mid.index_select(0, rows)
+            noise_pred = models.unet(
+                unet_input,
+                t,
+                encoder_hidden_states=unet_embeds,
+                down_block_additional_residuals=down,
+                mid_block_additional_residual=mid,
+                return_dict=False,
+            )[0]
+            if rows is not None:
+                # Cancelled jobs' rows stay in the (small) latent batch for the scheduler's
+                # state, but no network runs for them.
+                full = torch.zeros_like(model_input)
+                noise_pred = full.index_copy(0, rows, noise_pred)
+            if cfg:
+                uncond, text = noise_pred.chunk(2)
+                noise_pred = uncond + guidance * (text - uncond)
+
+            before = latents
+            result = scheduler.step(noise_pred, t, latents, **step_kwargs)
+            latents = result.prev_sample
+            self._report(jobs, live, i + 1, total, scheduler, result, before, noise_pred, t)
+
+        # 6. Decode the jobs still wanted.
+        keep = [j for j in range(batch) if live[j] and not jobs[j].cancel.is_set()]
+        if not keep:
+            return [None] * batch
+        denoised = _sync_time(device)
+        images = self._decode(latents[keep])
+        finished = _sync_time(device)
+        outputs: list[Output | None] = [None] * batch
+        for image, j in zip(images, keep):
+            outputs[j] = Output(
+                image=image,
+                seed=jobs[j].seed,
+                prepare_ms=(prepared - started) * 1000,
+                denoise_ms=(denoised - prepared) * 1000,
+                decode_ms=(finished - denoised) * 1000,
+                batch_size=batch,
+            )
+        return outputs
+
+    # -- pieces of the run -------------------------------------------------------------------
+
+    def _encode(self, prompt: str) -> torch.Tensor:
+        """Prompt -> CLIP hidden states (1, 77, dim), as diffusers' encode_prompt, cached."""
+        cached = self._prompt_cache.get(prompt)
+        if cached is not None:
+            self._prompt_cache.move_to_end(prompt)
+            return cached
+        tokenizer, encoder = self.models.tokenizer, self.models.text_encoder
+        ids = tokenizer(
+            [prompt],
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+        embeds = encoder(ids.to(encoder.device), attention_mask=None)[0]
+        embeds = embeds.to(dtype=encoder.dtype)
+        self._prompt_cache[prompt] = embeds
+        if len(self._prompt_cache) > self._prompt_cache_size:
+            self._prompt_cache.popitem(last=False)
+        return embeds
+
+    def _initial_latents(self, jobs, generators, scheduler, timesteps) -> torch.Tensor:
+        models = self.models
+        device, dtype = models.device, models.dtype
+        scale = models.vae.config.scaling_factor
+        first = jobs[0]
+        shape = (
+            len(jobs),
+            models.unet.config.in_channels,
+            first.height // models.vae_scale_factor,
+            first.width // models.vae_scale_factor,
+        )
+        if first.init_image is None:
+            noise = randn_tensor(shape, generator=generators, device=device, dtype=dtype)
+            return noise * scheduler.init_noise_sigma
+        # Encode one image at a time with its own generator, as diffusers does for a list of
+        # generators: the posterior sample draws from the job's generator before the noise.
+        init = []
+        for job, generator in zip(jobs, generators):
+            pixels = _to_tensor(job.init_image, device, dtype) * 2 - 1
+            init.append(models.vae.encode(pixels).latent_dist.sample(generator))
+        init_latents = torch.cat(init) * scale
+        noise = randn_tensor(init_latents.shape, generator=generators, device=device, dtype=dtype)
+        return scheduler.add_noise(init_latents, noise, timesteps[:1].repeat(len(jobs)))
+
+    def _prepare_unit(self, jobs: list[Job], slot: int, cfg: bool) -> _Unit:
+        models = self.models
+        device, dtype = models.device, models.dtype
+        net = models.controls[jobs[0].controls[slot].model].model
+        batch = len(jobs)
+        residuals = len(net.controlnet_down_blocks) + 1
+
+        # Which rows each job's unit conditions: both guidance halves, or in control mode
+        # only the prompt half (diffusers' guess mode gives the other half zeros).
+        entries = []  # (row, job index)
+        for j, job in enumerate(jobs):
+            unit = job.controls[slot]
+            if cfg and unit.mode != "control":
+                entries.append((j, j))
+            entries.append((batch + j if cfg else j, j))
+        entries.sort()
+        rows = [row for row, _ in entries]
+        owners = [j for _, j in entries]
+
+        images = torch.cat([_to_tensor(jobs[j].controls[slot].image, device, dtype) for j in owners])
+        if net.config.controlnet_conditioning_channel_order == "bgr":
+            images = torch.flip(images, dims=[1])
+        hint = net.controlnet_cond_embedding(images)
+
+        scales = []
+        for j in owners:
+            unit = jobs[j].controls[slot]
+            if unit.mode == "control":
+                # Exactly diffusers' guess-mode scales: logspace on the device, times weight.
+                profile = torch.logspace(-1, 0, residuals, device=device) * unit.weight
+            elif unit.mode == "prompt":
+                decay = [PROMPT_MODE_DECAY ** (residuals - 1 - k) for k in range(residuals)]
+                profile = torch.tensor(decay, device=device) * unit.weight
+            else:
+                profile = torch.full((residuals,), unit.weight, device=device)
+            scales.append(profile)
+        return _Unit(
+            net=net,
+            rows=torch.tensor(rows, device=device),
+            jobs=owners,
+            windows=[(jobs[j].controls[slot].start, jobs[j].controls[slot].end) for j in owners],
+            hint=hint,
+            scales=torch.stack(scales).to(dtype),
+        )
+
+    def _control_residuals(self, units, live, step, total, model_input, t, embeds):
+        """Sum of every active unit's scaled residuals over the full UNet batch, or (None,
+        None) when no unit is active at this step."""
+        down, mid = None, None
+        rows_total = model_input.shape[0]
+        for unit in units:
+            # diffusers' controlnet_keep: a unit acts at step i unless i/n < start or
+            # (i+1)/n > end; here an inactive unit is not run at all.
+            active = [
+                live[j] and not (step / total < start or (step + 1) / total > end)
+                for j, (start, end) in zip(unit.jobs, unit.windows)
+            ]
+            if not any(active):
+                continue
+            if all(active):
+                rows, picked = unit.rows, None
+            else:
+                picked = torch.tensor([k for k, a in enumerate(active) if a], device=t.device)
+                rows = unit.rows.index_select(0, picked)
+            full = len(rows) == rows_total
+            sample = model_input if full else model_input.index_select(0, rows)
+            context = embeds if full else embeds.index_select(0, rows)
+            unit_down, unit_mid = _controlnet_forward(
+                unit.net, sample, t, context, _take(unit.hint, picked)
+            )
+            scales = _take(unit.scales, picked)
+            unit_down = [r * scales[:, k].view(-1, 1, 1, 1) for k, r in enumerate(unit_down)]
+            unit_mid = unit_mid * scales[:, -1].view(-1, 1, 1, 1)
+            if not full:
+                # Rows this unit does not condition get zeros, like diffusers' guess mode.
+                unit_down = [_scatter(r, rows, rows_total) for r in unit_down]
+                unit_mid = _scatter(unit_mid, rows, rows_total)
+            if down is None:
+                down, mid = unit_down, unit_mid
+            else:
+                down = [a + b for a, b in zip(down, unit_down)]
+                mid = mid + unit_mid
+        return down, mid
+
+    def _report(self, jobs, live, step, total, scheduler, result, before, noise_pred, t):
+        for j, job in enumerate(jobs):
+            if not live[j] or job.on_progress is None:
+                continue
+            preview = None
+            due = job.preview != "none" and (step % job.preview_every == 0 or step == total)
+            if due:
+                x0 = getattr(result, "pred_original_sample", None)
+                if x0 is None:
+                    x0 = _predict_x0(scheduler, before, noise_pred, t)
+                preview = self._preview(x0[j : j + 1], job.preview)
+            job.on_progress(step, total, preview)
+
+    def _preview(self, x0: torch.Tensor, mode: str) -> np.ndarray:
+        if mode == "fast":
+            rgb = torch.einsum("bchw,cr->bhwr", x0, self._latent_rgb)
+            return ((rgb + 1) / 2).clamp(0, 1)[0].float().cpu().numpy()
+        return self._decode(x0)[0]
+
+    def _decode(self, latents: torch.Tensor) -> list[np.ndarray]:
+        vae = self.models.vae
+        images = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
+        images = (images / 2 + 0.5).clamp(0, 1)
+        return list(images.permute(0, 2, 3, 1).float().cpu().numpy())
+
+
+def _controlnet_forward(net, sample, t, context, hint):
+    """ControlNetModel.forward with the conditioning embedding precomputed (`hint`) and
+    without scaling: the same operations as diffusers' steps 1-5 for SD 1.5 ControlNets."""
+    timesteps = t[None].to(sample.device) if t.dim() == 0 else t
+    t_emb = net.time_proj(timesteps.expand(sample.shape[0])).to(dtype=sample.dtype)
+    emb = net.time_embedding(t_emb, None)
+    sample = net.conv_in(sample)
+    sample = sample + hint
+    residuals = (sample,)
+    for block in net.down_blocks:
+        if getattr(block, "has_cross_attention", False):
+            sample, block_residuals = block(
+                hidden_states=sample, temb=emb, encoder_hidden_states=context
+            )
+        else:
+            sample, block_residuals = block(hidden_states=sample, temb=emb)
+        residuals += block_residuals
+    if getattr(net.mid_block, "has_cross_attention", False):
+        sample = net.mid_block(sample, emb, encoder_hidden_states=context)
+    else:
+        sample = net.mid_block(sample, emb)
+    down = [block(r) for r, block in zip(residuals, net.controlnet_down_blocks)]
+    return down, net.controlnet_mid_block(sample)
+
+
+def _predict_x0(scheduler, sample, noise_pred, t) -> torch.Tensor:
+    """Predicted clean latent for schedulers whose step does not return it (DDPM-space
+    latents: UniPC, DPM-Solver)."""
+    alpha = scheduler.alphas_cumprod.to(sample.device)[int(t)].to(sample.dtype)
+    if scheduler.config.prediction_type == "v_prediction":
+        return alpha.sqrt() * sample - (1 - alpha).sqrt() * noise_pred
+    return (sample - (1 - alpha).sqrt() * noise_pred) / alpha.sqrt()
+
+
+def _rows(live: list[bool], cfg: bool, device) -> torch.Tensor:
+    batch = len(live)
+    rows = [j for j in range(batch) if live[j]]
+    if cfg:
+        rows += [batch + j for j in range(batch) if live[j]]
+    return torch.tensor(rows, device=device)
+
+
+def _take(tensor: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+    return tensor if index is None else tensor.index_select(0, index)
+
+
+def _scatter(values: torch.Tensor, rows: torch.Tensor, total: int) -> torch.Tensor:
+    zeros = values.new_zeros((total, *values.shape[1:]))
+    return zeros.index_add(0, rows, values)
+
+
+def _to_tensor(image: np.ndarray, device, dtype) -> torch.Tensor:
+    """(H, W, 3) float32 in [0, 1] -> (1, 3, H, W), as diffusers' numpy_to_pt."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    return tensor.permute(2, 0, 1)[None].to(device=device, dtype=dtype)
+
+
+def _sync_time(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _describe(image: np.ndarray) -> str:
+    height, width = image.shape[:2]
+    channels = image.shape[2] if image.ndim == 3 else 1
+    return f"{width}x{height} with {channels} channel(s)"
+
+
+def _wxh(job: Job) -> str:
+    return f"{job.width}x{job.height}"
+
+
+def _square(pixels: int) -> str:
+    side = int(pixels**0.5) // 8 * 8
+    return f"{side}x{side}"
