@@ -59,8 +59,8 @@ def depth_from_linear(
 
     ``depth`` is (H, W) or (H, W, 1), float16/32/64. Background is any pixel that is
     non-finite, <= 0, True in ``background``, or >= ``far`` when ``far`` is given. Use
-    ``far`` when the renderer writes a huge finite value where nothing is hit (Blender's
-    Z pass writes 1e10): left in, it would count as the farthest surface and squash the
+    ``far`` when the renderer writes a huge finite value where nothing is hit (such as
+    the 1e10 of Blender's Z pass): left in, it would count as the farthest surface and squash the
     real geometry's contrast. The result is 1/z rescaled so the foreground spans 0..1
     (nearest = 1), background 0, grey in three channels, top row first (``bottom_up``
     flips a bottom-first buffer).
@@ -90,7 +90,8 @@ def depth_from_buffer(
 
     Convention: d = 0 at the near plane and 1 at the far plane, linearised as
     z = near*far / (far - d*(far - near)). That is the window depth of D3D, Vulkan, Metal,
-    Godot 4 and OpenGL with glClipControl(ZERO_TO_ONE), and also of OpenGL's default
+    Godot 4 and OpenGL with glClipControl(ZERO_TO_ONE) (Godot 4.3 and later reverse it,
+    see below), and also of OpenGL's default
     [-1, 1] NDC after the default glDepthRange(0, 1): its formula
     2nf / (f + n - (2d - 1)(f - n)) simplifies to the same one, so there is no switch.
     ``reversed_z=True`` is for buffers with 1 at near and 0 at far (d -> 1 - d first).
@@ -98,8 +99,8 @@ def depth_from_buffer(
     ``zbuffer`` is (H, W) or (H, W, 1), float16/32/64. Background is the far plane or the
     clear value (d == 1, or 0 when reversed), non-finite values and ``background``.
     ``near`` and ``far`` are the camera's clip distances, 0 < near < far, both finite.
-    Note that 1/z is affine in d, so the per-image normalised map hardly depends on them
-    (only through rounding); they are checked so that a wrong buffer fails loudly. Values
+    Because 1/z is affine in d, the per-image normalisation cancels them: any valid pair
+    gives the same map up to rounding, so approximate clip distances are harmless. Values
     outside [0, 1] raise ValueError (pass linear distances to `depth_from_linear`).
     Output and row order as in `depth_from_linear`.
     """
@@ -184,10 +185,10 @@ def normals_from_world(
     ``camera_to_world`` is the camera's 4x4 (or 3x3) world matrix in the column-vector
     convention, M @ (x, y, z, 1) maps camera-local to world, as Blender's
     ``camera.matrix_world`` and Godot's ``Camera3D.global_transform``; the camera looks
-    down its local -Z with +Y up. Scale and shear are removed by Gram-Schmidt
-    orthonormalisation of the X, Y, Z columns, in that order, as Godot and Blender do
-    for their view matrices (a camera's scale does not change its render), and normals
-    are rotated into view space with the transpose of that rotation. ``normals``,
+    down its local -Z with +Y up. A camera's scale does not change its render, so scale
+    (and shear) are removed by Gram-Schmidt orthonormalisation of the X, Y, Z columns in
+    that order (Godot's ``orthonormalized()``; for unsheared matrices also what Blender
+    does), and normals are rotated into view space by the transpose of that rotation. ``normals``,
     ``background``, ``legacy``, ``bottom_up`` and the output are as in
     `normals_from_view`.
     """

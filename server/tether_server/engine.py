@@ -28,7 +28,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from . import schedulers
-from .errors import InvalidArgument, NotFound
+from .errors import NotFound, invalid
 from .models import ModelSet
 
 CONTROL_MODES = ("balanced", "prompt", "control")
@@ -136,45 +136,45 @@ class Engine:
         """Raise InvalidArgument or NotFound, naming the field, if the job cannot run."""
         for name, value in (("width", job.width), ("height", job.height)):
             if value <= 0 or value % 8:
-                raise InvalidArgument(name, f"must be a positive multiple of 8 (got {value})")
+                raise invalid(name, f"must be a positive multiple of 8 (got {value})")
         if job.width * job.height > self.max_pixels:
-            raise InvalidArgument(
+            raise invalid(
                 "width",
                 f"{job.width}x{job.height} is {job.width * job.height} pixels; this server "
                 f"accepts at most {self.max_pixels} (e.g. {_square(self.max_pixels)})",
             )
         if not 1 <= job.steps <= self.max_steps:
-            raise InvalidArgument("steps", f"must be 1 to {self.max_steps} (got {job.steps})")
+            raise invalid("steps", f"must be 1 to {self.max_steps} (got {job.steps})")
         if not 0 <= job.guidance_scale <= 30:
-            raise InvalidArgument(
+            raise invalid(
                 "guidance_scale", f"must be 0 to 30 (got {job.guidance_scale:g})"
             )
         if job.scheduler not in schedulers.SCHEDULERS:
-            raise InvalidArgument(
+            raise invalid(
                 "scheduler",
                 f"unknown scheduler {job.scheduler!r}; use one of "
                 f"{', '.join(schedulers.SCHEDULERS)}",
             )
         if job.preview not in PREVIEW_MODES:
-            raise InvalidArgument("preview", f"must be one of {', '.join(PREVIEW_MODES)}")
+            raise invalid("preview", f"must be one of {', '.join(PREVIEW_MODES)}")
         if job.preview_every < 1:
-            raise InvalidArgument("preview.every", f"must be 1 or more (got {job.preview_every})")
+            raise invalid("preview.every", f"must be 1 or more (got {job.preview_every})")
         size = (job.height, job.width, 3)
         if job.init_image is not None:
             if job.init_image.shape != size:
-                raise InvalidArgument(
+                raise invalid(
                     "init_image", f"is {_describe(job.init_image)}; must be {_wxh(job)} RGB"
                 )
             if not 0 < job.strength <= 1:
-                raise InvalidArgument("strength", f"must be in (0, 1] (got {job.strength:g})")
+                raise invalid("strength", f"must be in (0, 1] (got {job.strength:g})")
             if int(job.steps * job.strength) < 1:
-                raise InvalidArgument(
+                raise invalid(
                     "strength",
                     f"steps x strength = {job.steps} x {job.strength:g} leaves no step to run; "
                     "raise steps or strength",
                 )
         if len(job.controls) > self.max_controls:
-            raise InvalidArgument(
+            raise invalid(
                 "controls", f"at most {self.max_controls} units (got {len(job.controls)})"
             )
         for i, unit in enumerate(job.controls):
@@ -185,19 +185,19 @@ class Engine:
                     f"{', '.join(self.models.controls) or 'none'}"
                 )
             if not 0 <= unit.weight <= 2:
-                raise InvalidArgument(f"{where}.weight", f"must be 0 to 2 (got {unit.weight:g})")
+                raise invalid(f"{where}.weight", f"must be 0 to 2 (got {unit.weight:g})")
             for name, value in (("start", unit.start), ("end", unit.end)):
                 if not 0 <= value <= 1:
-                    raise InvalidArgument(f"{where}.{name}", f"must be 0 to 1 (got {value:g})")
+                    raise invalid(f"{where}.{name}", f"must be 0 to 1 (got {value:g})")
             if unit.start > unit.end:
-                raise InvalidArgument(
+                raise invalid(
                     f"{where}.start",
                     f"must not be after end (got start={unit.start:g}, end={unit.end:g})",
                 )
             if unit.mode not in CONTROL_MODES:
-                raise InvalidArgument(f"{where}.mode", f"must be one of {', '.join(CONTROL_MODES)}")
+                raise invalid(f"{where}.mode", f"must be one of {', '.join(CONTROL_MODES)}")
             if unit.image.shape != size:
-                raise InvalidArgument(
+                raise invalid(
                     f"{where}.image",
                     f"is {_describe(unit.image)}; must be the output size {_wxh(job)}, RGB",
                 )

@@ -12,9 +12,10 @@ class TetherError(Exception):
 class InvalidArgument(TetherError):
     """A request field is out of range or malformed. The message starts with the field."""
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
+
+def invalid(field: str, message: str) -> InvalidArgument:
+    """InvalidArgument for `field`, e.g. invalid("steps", "must be 1 to 150 (got 0)")."""
+    return InvalidArgument(f"{field}: {message}")
 
 
 class NotFound(TetherError):

@@ -36,7 +36,9 @@ CONTROL_KINDS = (
     "openpose", "mlsd", "tile",
 )
 
-# SD 1.5's own scheduler settings (its scheduler_config.json), used by the tiny model.
+# SD 1.5's own scheduler settings (its scheduler/scheduler_config.json), used by the tiny
+# model. Kept as the raw file's keys: a scheduler made from it takes its own defaults for
+# the rest (timestep spacing, ...), exactly as when it is made from the file on disk.
 SD15_SCHEDULER_CONFIG = {
     "num_train_timesteps": 1000,
     "beta_start": 0.00085,
@@ -89,7 +91,10 @@ class ModelSet:
 
     def to(self, device: torch.device | str, dtype: torch.dtype) -> ModelSet:
         for module in self.modules():
-            module.to(device=device, dtype=dtype)
+            # diffusers warns on every dtype cast, so cast only when it changes something.
+            if module.dtype != dtype:
+                module.to(dtype=dtype)
+            module.to(device=device)
         return self
 
     def modules(self) -> list[torch.nn.Module]:
@@ -181,7 +186,7 @@ def tiny(seed: int = 0) -> ModelSet:
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
-        scheduler_config=dict(DDIMScheduler.from_config(SD15_SCHEDULER_CONFIG).config),
+        scheduler_config=dict(SD15_SCHEDULER_CONFIG),
         controls=controls,
     )
     for module in models.modules():

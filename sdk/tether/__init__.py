@@ -1,0 +1,69 @@
+"""Tether: Stable Diffusion with ControlNet over gRPC, for game engines, 3D tools and
+photo editors.
+
+    import tether
+    with tether.Client("127.0.0.1:50051") as client:
+        result = client.generate("a stone castle", controls=[tether.Control("depth", depth)])
+        result.save("castle.png")
+
+`tether.aio.Client` is the asyncio twin; `tether.maps` converts renderer depth and normal
+buffers into control maps. The SDK needs only grpcio, protobuf and numpy.
+"""
+
+from . import aio, maps
+from .client import Client, Stream
+from .errors import (
+    Cancelled,
+    DeadlineExceeded,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    TetherError,
+    Unauthenticated,
+    Unavailable,
+)
+from .protocol import (
+    BaseModel,
+    Control,
+    ControlModel,
+    Event,
+    Limits,
+    ModelList,
+    Progress,
+    Queued,
+    Result,
+    ServerInfo,
+    Timings,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BaseModel",
+    "Cancelled",
+    "Client",
+    "Control",
+    "ControlModel",
+    "DeadlineExceeded",
+    "Event",
+    "Internal",
+    "InvalidArgument",
+    "Limits",
+    "ModelList",
+    "NotFound",
+    "PermissionDenied",
+    "Progress",
+    "Queued",
+    "ResourceExhausted",
+    "Result",
+    "ServerInfo",
+    "Stream",
+    "TetherError",
+    "Timings",
+    "Unauthenticated",
+    "Unavailable",
+    "aio",
+    "maps",
+]

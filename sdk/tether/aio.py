@@ -1,0 +1,115 @@
+"""The asyncio client: `tether.Client`'s twin, method for method (a test holds them equal)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from . import connection, protocol
+from ._proto.tether.v1 import tether_pb2, tether_pb2_grpc
+from .errors import Cancelled, Internal, from_status
+from .protocol import Event, ModelList, Progress, Result, ServerInfo
+
+
+class Stream:
+    """The events of one generation: `async for` over it; `cancel()` stops the job on the
+    server before its next step (iteration then raises `tether.Cancelled`)."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        try:
+            async for event in self._call:
+                yield protocol.event_from_proto(event)
+        except grpc.RpcError as error:
+            raise from_status(error.code(), error.details()) from None
+        except grpc.aio.AbortError as error:
+            raise Internal(str(error)) from None
+        if self._call.cancelled():
+            raise Cancelled("the call was cancelled")
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+    async def __aenter__(self) -> Stream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.cancel()
+
+
+class Client:
+    """An asyncio connection to a Tether server; see `tether.Client` for the arguments."""
+
+    def __init__(
+        self,
+        target: str = connection.DEFAULT_TARGET,
+        *,
+        token: str | None = None,
+        tls: connection.TLS = False,
+        max_message_bytes: int = connection.MAX_MESSAGE_BYTES,
+    ) -> None:
+        creds = connection.credentials(tls)
+        opts = connection.options(max_message_bytes)
+        self._channel = (
+            grpc.aio.secure_channel(target, creds, options=opts)
+            if creds
+            else grpc.aio.insecure_channel(target, options=opts)
+        )
+        self._stub = tether_pb2_grpc.TetherStub(self._channel)
+        self._metadata = connection.metadata(token)
+
+    async def models(self, *, timeout: float | None = None) -> ModelList:
+        """Base models, control models, schedulers and limits of the server."""
+        request = tether_pb2.ListModelsRequest()
+        return protocol.models_from_proto(await self._unary(self._stub.ListModels, request, timeout))
+
+    async def server_info(self, *, timeout: float | None = None) -> ServerInfo:
+        """Version, device, dtype and limits of the server."""
+        request = tether_pb2.GetServerInfoRequest()
+        info = await self._unary(self._stub.GetServerInfo, request, timeout)
+        return protocol.server_info_from_proto(info)
+
+    def stream(self, prompt: str, *, timeout: float | None = None, **options: Any) -> Stream:
+        """Start a generation and return its events; options as for `tether.Client.stream`."""
+        request = protocol.generate_request(prompt, **options)
+        return Stream(self._stub.Generate(request, timeout=timeout, metadata=self._metadata))
+
+    async def generate(
+        self,
+        prompt: str,
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> Result:
+        """Generate one image and return it; `on_progress` is called for every step."""
+        stream = self.stream(prompt, timeout=timeout, **options)
+        try:
+            async for event in stream:
+                if isinstance(event, Progress) and on_progress is not None:
+                    on_progress(event)
+                elif isinstance(event, Result):
+                    return event
+        finally:
+            stream.cancel()
+        raise Internal("the server ended the stream without a result")
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _unary(self, method: Any, request: Any, timeout: float | None) -> Any:
+        try:
+            return await method(request, timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as error:
+            raise from_status(error.code(), error.details()) from None

@@ -1,0 +1,125 @@
+"""The synchronous client. `tether.aio.Client` is its async twin, method for method."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from . import connection, protocol
+from ._proto.tether.v1 import tether_pb2, tether_pb2_grpc
+from .errors import Internal, from_status
+from .protocol import Event, ModelList, Progress, Result, ServerInfo
+
+
+class Stream:
+    """The events of one generation: iterate over it; `cancel()` from any thread stops the
+    job on the server before its next step (iteration then raises `tether.Cancelled`)."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    def __iter__(self) -> Iterator[Event]:
+        try:
+            for event in self._call:
+                yield protocol.event_from_proto(event)
+        except grpc.RpcError as error:
+            raise from_status(error.code(), error.details()) from None
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cancel()
+
+
+class Client:
+    """A connection to a Tether server.
+
+        with tether.Client("127.0.0.1:50051") as client:
+            result = client.generate("a castle", controls=[tether.Control("depth", depth)])
+
+    `token` is sent as `authorization: Bearer <token>`; `tls` is False (plaintext), True
+    (system roots) or the path of a PEM root certificate to trust.
+    """
+
+    def __init__(
+        self,
+        target: str = connection.DEFAULT_TARGET,
+        *,
+        token: str | None = None,
+        tls: connection.TLS = False,
+        max_message_bytes: int = connection.MAX_MESSAGE_BYTES,
+    ) -> None:
+        creds = connection.credentials(tls)
+        opts = connection.options(max_message_bytes)
+        self._channel = (
+            grpc.secure_channel(target, creds, options=opts)
+            if creds
+            else grpc.insecure_channel(target, options=opts)
+        )
+        self._stub = tether_pb2_grpc.TetherStub(self._channel)
+        self._metadata = connection.metadata(token)
+
+    def models(self, *, timeout: float | None = None) -> ModelList:
+        """Base models, control models, schedulers and limits of the server."""
+        response = self._unary(self._stub.ListModels, tether_pb2.ListModelsRequest(), timeout)
+        return protocol.models_from_proto(response)
+
+    def server_info(self, *, timeout: float | None = None) -> ServerInfo:
+        """Version, device, dtype and limits of the server."""
+        info = self._unary(self._stub.GetServerInfo, tether_pb2.GetServerInfoRequest(), timeout)
+        return protocol.server_info_from_proto(info)
+
+    def stream(self, prompt: str, *, timeout: float | None = None, **options: Any) -> Stream:
+        """Start a generation and return its events (Queued, Progress..., Result).
+
+        `options` are the keyword arguments of `tether.protocol.generate_request`:
+        negative_prompt, controls, seed, steps, guidance_scale, width, height, scheduler,
+        init_image, strength, model, preview ("fast" or "full"), preview_every,
+        output_format ("raw", "png", "jpeg", "webp").
+        """
+        request = protocol.generate_request(prompt, **options)
+        return Stream(self._stub.Generate(request, timeout=timeout, metadata=self._metadata))
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> Result:
+        """Generate one image and return it; `on_progress` is called for every step.
+        To cancel from another thread, use `stream` and its `cancel()`. `options` as for
+        `stream`."""
+        stream = self.stream(prompt, timeout=timeout, **options)
+        try:
+            for event in stream:
+                if isinstance(event, Progress) and on_progress is not None:
+                    on_progress(event)
+                elif isinstance(event, Result):
+                    return event
+        finally:
+            stream.cancel()
+        raise Internal("the server ended the stream without a result")
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _unary(self, method: Any, request: Any, timeout: float | None) -> Any:
+        try:
+            return method(request, timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as error:
+            raise from_status(error.code(), error.details()) from None
+

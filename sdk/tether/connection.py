@@ -1,0 +1,35 @@
+"""Channel settings shared by the sync and async clients: target, TLS, token, sizes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Union
+
+import grpc
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+# A 2048x2048 RGBA float32 buffer is 64 MiB; room for several units in one request.
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+# False: plaintext; True: TLS with the system's roots; a path: TLS trusting that PEM file.
+TLS = Union[bool, str, os.PathLike]
+
+
+def options(max_message_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    ]
+
+
+def credentials(tls: TLS) -> grpc.ChannelCredentials | None:
+    if tls is False:
+        return None
+    if tls is True:
+        return grpc.ssl_channel_credentials()
+    return grpc.ssl_channel_credentials(root_certificates=Path(tls).read_bytes())
+
+
+def metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),) if token else ()

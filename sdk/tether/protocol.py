@@ -1,0 +1,301 @@
+"""The SDK's types and how they map to `tether.v1` messages.
+
+The sync client (`tether.Client`) and the async one (`tether.aio.Client`) both build their
+requests and read their replies here, so that the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+
+from . import images
+from ._proto.tether.v1 import image_pb2, tether_pb2
+from .images import ImageInput
+
+CONTROL_MODES = {
+    "balanced": tether_pb2.CONTROL_MODE_BALANCED,
+    "prompt": tether_pb2.CONTROL_MODE_PROMPT,
+    "control": tether_pb2.CONTROL_MODE_CONTROL,
+}
+PREVIEW_MODES = {
+    "none": tether_pb2.PREVIEW_MODE_NONE,
+    "fast": tether_pb2.PREVIEW_MODE_FAST,
+    "full": tether_pb2.PREVIEW_MODE_FULL,
+}
+OUTPUT_FORMATS = {
+    "raw": image_pb2.IMAGE_FORMAT_RAW,
+    "png": image_pb2.IMAGE_FORMAT_PNG,
+    "jpeg": image_pb2.IMAGE_FORMAT_JPEG,
+    "webp": image_pb2.IMAGE_FORMAT_WEBP,
+}
+_EXTENSIONS = {"png": (".png",), "jpeg": (".jpg", ".jpeg"), "webp": (".webp",)}
+
+
+@dataclass
+class Control:
+    """One ControlNet unit: a control model name (see `Client.models()`) and its map.
+
+    `image` is the control map in the model's convention, of the output size: a numpy
+    array (uint8, or float in 0..1 sent without 8-bit loss), PNG/JPEG/WebP bytes, a path or
+    a PIL image. `weight` in [0, 2]; the unit acts from `start` to `end` (fractions of the
+    steps); `mode` is "balanced", "prompt" (the prompt matters more) or "control" (the
+    control matters more).
+    """
+
+    model: str
+    image: ImageInput
+    weight: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+    mode: str = "balanced"
+
+    def to_proto(self, field: str = "control") -> tether_pb2.ControlUnit:
+        if self.mode not in CONTROL_MODES:
+            raise ValueError(f"{field}.mode: must be one of {', '.join(CONTROL_MODES)}")
+        return tether_pb2.ControlUnit(
+            model=self.model,
+            image=images.to_proto(self.image, f"{field}.image"),
+            weight=self.weight,
+            start=self.start,
+            end=self.end,
+            mode=CONTROL_MODES[self.mode],
+        )
+
+
+@dataclass(frozen=True)
+class Queued:
+    """The job waits; `position` jobs are ahead of it."""
+
+    position: int
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A step finished. `preview` is an (h, w, 3) uint8 array when one was due."""
+
+    step: int
+    total: int
+    preview: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Where the time of a job went, in milliseconds."""
+
+    queued_ms: float
+    prepare_ms: float
+    denoise_ms: float
+    decode_ms: float
+    total_ms: float
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class Result:
+    """The finished image. `image` gives its pixels; `data` holds what the server sent."""
+
+    seed: int
+    timings: Timings
+    format: str  # "raw", "png", "jpeg" or "webp"
+    data: bytes  # the encoded file, or RGB8 pixels for "raw"
+    width: int
+    height: int
+
+    @property
+    def image(self) -> np.ndarray:
+        """(height, width, 3) uint8. Encoded formats are decoded with pillow."""
+        if self.format == "raw":
+            pixels = np.frombuffer(self.data, dtype=np.uint8)
+            return pixels.reshape(self.height, self.width, 3)
+        return images.from_proto(image_pb2.Image(encoded=self.data), "result")
+
+    def save(self, path: str | Path) -> Path:
+        """Write the image; the file's extension picks the format (pillow needed unless it
+        matches the format the server sent)."""
+        path = Path(path)
+        if path.suffix.lower() in _EXTENSIONS.get(self.format, ()):
+            path.write_bytes(self.data)
+            return path
+        try:
+            from PIL import Image as PILImage
+        except ImportError as error:
+            raise ImportError(
+                f"saving {path.name} needs pillow (pip install pillow), or ask the server for "
+                f"output_format matching {path.suffix}"
+            ) from error
+        PILImage.fromarray(self.image).save(path)
+        return path
+
+
+Event = Union[Queued, Progress, Result]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a request must stay within on this server."""
+
+    max_pixels: int
+    max_steps: int
+    max_controls: int
+    max_queue: int
+    max_batch: int
+    max_message_bytes: int
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    name: str
+    family: str
+    default_width: int
+    default_height: int
+
+
+@dataclass(frozen=True)
+class ControlModel:
+    name: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class ModelList:
+    """What `Client.models()` returns. The first model and scheduler are the defaults."""
+
+    models: list[BaseModel]
+    controls: list[ControlModel]
+    schedulers: list[str]
+    limits: Limits
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    version: str
+    device: str
+    dtype: str
+    limits: Limits
+
+
+def generate_request(
+    prompt: str,
+    *,
+    negative_prompt: str = "",
+    controls: Sequence[Control] = (),
+    seed: int | None = None,
+    steps: int | None = None,
+    guidance_scale: float | None = None,
+    width: int | None = None,
+    height: int | None = None,
+    scheduler: str | None = None,
+    init_image: ImageInput | None = None,
+    strength: float | None = None,
+    model: str | None = None,
+    preview: str | None = None,
+    preview_every: int = 1,
+    output_format: str = "raw",
+) -> tether_pb2.GenerateRequest:
+    """Keyword arguments of `Client.generate` -> GenerateRequest. None leaves the server's
+    default; the server validates ranges and names the field it refuses."""
+    if preview is not None and preview not in PREVIEW_MODES:
+        raise ValueError(f"preview: must be one of {', '.join(PREVIEW_MODES)} or None")
+    if output_format not in OUTPUT_FORMATS:
+        raise ValueError(f"output_format: must be one of {', '.join(OUTPUT_FORMATS)}")
+    request = tether_pb2.GenerateRequest(
+        model=model or "",
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        width=width or 0,
+        height=height or 0,
+        scheduler=scheduler or "",
+        controls=[unit.to_proto(f"controls[{i}]") for i, unit in enumerate(controls)],
+        preview=tether_pb2.PreviewOptions(
+            mode=PREVIEW_MODES[preview] if preview else tether_pb2.PREVIEW_MODE_NONE,
+            every=preview_every,
+            format=image_pb2.IMAGE_FORMAT_RAW,
+        ),
+        output_format=OUTPUT_FORMATS[output_format],
+    )
+    for name, value in (
+        ("seed", seed),
+        ("steps", steps),
+        ("guidance_scale", guidance_scale),
+        ("strength", strength),
+    ):
+        if value is not None:
+            setattr(request, name, value)
+    if init_image is not None:
+        request.init_image.CopyFrom(images.to_proto(init_image, "init_image"))
+    return request
+
+
+def event_from_proto(event: tether_pb2.GenerateEvent) -> Event:
+    kind = event.WhichOneof("event")
+    if kind == "queued":
+        return Queued(position=event.queued.position)
+    if kind == "progress":
+        progress = event.progress
+        preview = None
+        if progress.HasField("preview"):
+            preview = _rgb(images.from_proto(progress.preview, "preview"))
+        return Progress(step=progress.step, total=progress.total, preview=preview)
+    result = event.result
+    timings = result.timings
+    image = result.image
+    if image.WhichOneof("kind") == "raw":
+        fmt, data, width, height = "raw", image.raw.data, image.raw.width, image.raw.height
+    else:
+        fmt = (images.encoded_format(image.encoded) or "png").lower()
+        data, width, height = image.encoded, 0, 0
+    return Result(
+        seed=result.seed,
+        timings=Timings(
+            queued_ms=timings.queued_ms,
+            prepare_ms=timings.prepare_ms,
+            denoise_ms=timings.denoise_ms,
+            decode_ms=timings.decode_ms,
+            total_ms=timings.total_ms,
+            batch_size=timings.batch_size,
+        ),
+        format=fmt,
+        data=data,
+        width=width,
+        height=height,
+    )
+
+
+def _rgb(array: np.ndarray) -> np.ndarray:
+    return array if array.shape[2] == 3 else array[:, :, :3]
+
+
+def limits_from_proto(limits: tether_pb2.Limits) -> Limits:
+    return Limits(
+        max_pixels=limits.max_pixels,
+        max_steps=limits.max_steps,
+        max_controls=limits.max_controls,
+        max_queue=limits.max_queue,
+        max_batch=limits.max_batch,
+        max_message_bytes=limits.max_message_bytes,
+    )
+
+
+def models_from_proto(response: tether_pb2.ListModelsResponse) -> ModelList:
+    return ModelList(
+        models=[
+            BaseModel(m.name, m.family, m.default_width, m.default_height) for m in response.models
+        ],
+        controls=[ControlModel(c.name, c.kind) for c in response.controls],
+        schedulers=list(response.schedulers),
+        limits=limits_from_proto(response.limits),
+    )
+
+
+def server_info_from_proto(info: tether_pb2.ServerInfo) -> ServerInfo:
+    return ServerInfo(
+        version=info.version,
+        device=info.device,
+        dtype=info.dtype,
+        limits=limits_from_proto(info.limits),
+    )

@@ -1,0 +1,84 @@
+"""Request images to engine arrays and engine arrays to reply images.
+
+Raw buffers are parsed by the SDK's own code (`tether.images`), so host and server read
+them identically. Encoded files are checked before any pixel is decoded: only PNG, JPEG
+and WebP, and only up to the pixel limit (a small file can claim a huge canvas).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image as PILImage
+from tether import images as sdk_images
+from tether._proto.tether.v1 import image_pb2
+
+from .errors import InvalidArgument, ResourceExhausted, invalid
+
+_PIL_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WEBP"}
+_ENCODERS = {
+    image_pb2.IMAGE_FORMAT_UNSPECIFIED: ("PNG", {"compress_level": 1}),
+    image_pb2.IMAGE_FORMAT_PNG: ("PNG", {"compress_level": 1}),
+    image_pb2.IMAGE_FORMAT_JPEG: ("JPEG", {"quality": 90}),
+    image_pb2.IMAGE_FORMAT_WEBP: ("WEBP", {"quality": 90}),
+}
+
+
+def decode(image: image_pb2.Image, field: str, max_pixels: int) -> np.ndarray:
+    """Image message -> (H, W, C) array: uint8 or float32, as sent. C is 1, 3 or 4."""
+    kind = image.WhichOneof("kind")
+    if kind is None:
+        raise invalid(field, "is empty; set `encoded` (PNG/JPEG/WebP bytes) or `raw`")
+    if kind == "raw":
+        _check_size(image.raw.width, image.raw.height, field, max_pixels)
+        try:
+            array = sdk_images.array_from_raw(image.raw, field)
+        except ValueError as error:
+            raise InvalidArgument(str(error)) from None
+        return array.astype(np.float32) if array.dtype.kind == "f" else array
+    fmt = sdk_images.encoded_format(image.encoded)
+    if fmt is None:
+        raise invalid(f"{field}.encoded", "must be a PNG, JPEG or WebP file")
+    try:
+        with PILImage.open(io.BytesIO(image.encoded), formats=[_PIL_FORMATS[fmt]]) as decoded:
+            _check_size(decoded.width, decoded.height, field, max_pixels)
+            if decoded.mode not in ("L", "RGB", "RGBA"):
+                decoded = decoded.convert("RGBA" if "A" in decoded.getbands() else "RGB")
+            array = np.asarray(decoded)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise invalid(f"{field}.encoded", f"cannot be decoded as {fmt}: {error}") from None
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+def to_rgb(array: np.ndarray, field: str) -> np.ndarray:
+    """(H, W, C) -> (H, W, 3) float32 in [0, 1]: grey repeated, alpha dropped, uint8 / 255
+    (as diffusers' image processor does)."""
+    if array.dtype == np.uint8:
+        rgb = array.astype(np.float32) / 255.0
+    else:
+        if not np.isfinite(array).all():
+            raise invalid(field, "contains NaN or infinity; a control map must be finite 0..1")
+        rgb = np.clip(array, 0.0, 1.0)
+    if rgb.shape[2] == 1:
+        rgb = np.repeat(rgb, 3, axis=2)
+    return np.ascontiguousarray(rgb[:, :, :3])
+
+
+def encode(pixels: np.ndarray, fmt: int) -> image_pb2.Image:
+    """(H, W, 3) float in [0, 1] -> Image in the requested format, 8 bits per channel,
+    rounded as diffusers' numpy_to_pil does."""
+    rgb8 = (pixels * 255).round().astype(np.uint8)
+    if fmt == image_pb2.IMAGE_FORMAT_RAW:
+        return image_pb2.Image(raw=sdk_images.raw_from_array(rgb8))
+    name, settings = _ENCODERS[fmt]
+    buffer = io.BytesIO()
+    PILImage.fromarray(rgb8).save(buffer, format=name, **settings)
+    return image_pb2.Image(encoded=buffer.getvalue())
+
+
+def _check_size(width: int, height: int, field: str, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ResourceExhausted(
+            f"{field}: {width}x{height} is over this server's limit of {max_pixels} pixels"
+        )

@@ -1,0 +1,245 @@
+"""The tether.v1.Tether servicer: validate, hand jobs to the worker, stream events back.
+
+Thin on purpose: requests become engine Jobs here, the engine checks their ranges, and
+`STATUS_CODES` is the one table from errors to gRPC status codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+import torch
+from tether._proto.tether.v1 import image_pb2, tether_pb2, tether_pb2_grpc
+
+from . import __version__, images, schedulers
+from .engine import ControlInput, Job
+from .errors import (
+    Cancelled,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    TetherError,
+    Unavailable,
+    invalid,
+)
+from .worker import Done, Failed, Queued, Ticket, Worker
+
+log = logging.getLogger("tether.service")
+
+STATUS_CODES: dict[type[TetherError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    Cancelled: grpc.StatusCode.CANCELLED,
+}
+
+# Input images may be larger than outputs (hosts send their full buffers); past this a
+# file is refused before it is decoded.
+MAX_INPUT_PIXELS = 4096 * 4096
+DEFAULT_STEPS = 20
+DEFAULT_GUIDANCE = 7.5
+DEFAULT_STRENGTH = 0.75
+
+_CONTROL_MODES = {
+    tether_pb2.CONTROL_MODE_UNSPECIFIED: "balanced",
+    tether_pb2.CONTROL_MODE_BALANCED: "balanced",
+    tether_pb2.CONTROL_MODE_PROMPT: "prompt",
+    tether_pb2.CONTROL_MODE_CONTROL: "control",
+}
+_PREVIEW_MODES = {
+    tether_pb2.PREVIEW_MODE_UNSPECIFIED: "none",
+    tether_pb2.PREVIEW_MODE_NONE: "none",
+    tether_pb2.PREVIEW_MODE_FAST: "fast",
+    tether_pb2.PREVIEW_MODE_FULL: "full",
+}
+
+
+class TetherService(tether_pb2_grpc.TetherServicer):
+    def __init__(self, limits: tether_pb2.Limits) -> None:
+        self.limits = limits
+        self.worker: Worker | None = None  # set by `ready` once the models are loaded
+
+    def ready(self, worker: Worker) -> None:
+        self.worker = worker
+
+    async def Generate(
+        self, request: tether_pb2.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[tether_pb2.GenerateEvent]:
+        arrived = time.perf_counter()
+        try:
+            worker = self._worker()
+            job = await asyncio.to_thread(self._job, request, worker)
+            worker.engine.check(job)
+            ticket = Ticket(job, asyncio.get_running_loop())
+            job.on_progress = _progress_poster(ticket, request.preview.format)
+            worker.submit(ticket)
+        except TetherError as error:
+            await context.abort(_status(error), str(error))
+        try:
+            while True:
+                item = await ticket.items.get()
+                if isinstance(item, tether_pb2.GenerateEvent):
+                    yield item
+                elif isinstance(item, Queued):
+                    yield tether_pb2.GenerateEvent(queued=tether_pb2.Queued(position=item.position))
+                elif isinstance(item, Failed):
+                    code, message = _unexpected(item.error)
+                    await context.abort(code, message)
+                elif isinstance(item, Done):
+                    if item.output is None:
+                        await context.abort(grpc.StatusCode.CANCELLED, "the job was cancelled")
+                    yield await asyncio.to_thread(_result_event, item, request, arrived)
+                    return
+        finally:
+            # Reached when the client cancels or disconnects too: stop the job at its
+            # next step, or drop it from the queue if it has not started.
+            job.cancel.set()
+            worker.withdraw(ticket)
+
+    async def ListModels(
+        self, request: tether_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> tether_pb2.ListModelsResponse:
+        worker = await self._worker_or_abort(context)
+        models = worker.engine.models
+        return tether_pb2.ListModelsResponse(
+            models=[
+                tether_pb2.BaseModel(
+                    name=models.name,
+                    family=models.family,
+                    default_width=models.default_size,
+                    default_height=models.default_size,
+                )
+            ],
+            controls=[
+                tether_pb2.ControlModel(name=c.name, kind=c.kind) for c in models.controls.values()
+            ],
+            schedulers=list(schedulers.SCHEDULERS),
+            limits=self.limits,
+        )
+
+    async def GetServerInfo(
+        self, request: tether_pb2.GetServerInfoRequest, context: grpc.aio.ServicerContext
+    ) -> tether_pb2.ServerInfo:
+        worker = await self._worker_or_abort(context)
+        models = worker.engine.models
+        return tether_pb2.ServerInfo(
+            version=__version__,
+            device=str(models.device),
+            dtype=str(models.dtype).removeprefix("torch."),
+            limits=self.limits,
+        )
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _worker(self) -> Worker:
+        if self.worker is None:
+            raise Unavailable("the server is loading its models; retry when health is SERVING")
+        return self.worker
+
+    async def _worker_or_abort(self, context: grpc.aio.ServicerContext) -> Worker:
+        try:
+            return self._worker()
+        except Unavailable as error:
+            await context.abort(_status(error), str(error))
+
+    def _job(self, request: tether_pb2.GenerateRequest, worker: Worker) -> Job:
+        """GenerateRequest -> engine Job, with defaults applied and images decoded. Ranges
+        are the engine's to check."""
+        models = worker.engine.models
+        if request.model and request.model != models.name:
+            raise NotFound(f"model: no model {request.model!r}; this server has {models.name!r}")
+        width = request.width or models.default_size
+        height = request.height or models.default_size
+        controls = []
+        for i, unit in enumerate(request.controls):
+            where = f"controls[{i}]"
+            if unit.mode not in _CONTROL_MODES:
+                raise invalid(f"{where}.mode", "must be BALANCED, PROMPT or CONTROL")
+            pixels = images.decode(unit.image, f"{where}.image", MAX_INPUT_PIXELS)
+            controls.append(
+                ControlInput(
+                    model=unit.model,
+                    image=images.to_rgb(pixels, f"{where}.image"),
+                    weight=unit.weight if unit.HasField("weight") else 1.0,
+                    start=unit.start if unit.HasField("start") else 0.0,
+                    end=unit.end if unit.HasField("end") else 1.0,
+                    mode=_CONTROL_MODES[unit.mode],
+                )
+            )
+        init_image = None
+        if request.HasField("init_image"):
+            pixels = images.decode(request.init_image, "init_image", MAX_INPUT_PIXELS)
+            init_image = images.to_rgb(pixels, "init_image")
+        elif request.HasField("strength"):
+            raise invalid("strength", "only applies with init_image (img2img)")
+        if request.preview.mode not in _PREVIEW_MODES:
+            raise invalid("preview.mode", "must be NONE, FAST or FULL")
+        for name, fmt in (("output_format", request.output_format),
+                          ("preview.format", request.preview.format)):
+            if fmt not in image_pb2.ImageFormat.values():
+                raise invalid(name, "must be PNG, JPEG, WEBP or RAW")
+        return Job(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            seed=request.seed if request.HasField("seed") else secrets.randbits(32),
+            steps=request.steps if request.HasField("steps") else DEFAULT_STEPS,
+            guidance_scale=(
+                request.guidance_scale if request.HasField("guidance_scale") else DEFAULT_GUIDANCE
+            ),
+            width=width,
+            height=height,
+            scheduler=request.scheduler or schedulers.DEFAULT_SCHEDULER,
+            controls=controls,
+            init_image=init_image,
+            strength=request.strength if request.HasField("strength") else DEFAULT_STRENGTH,
+            preview=_PREVIEW_MODES[request.preview.mode],
+            preview_every=max(request.preview.every, 1),
+        )
+
+
+def _progress_poster(ticket: Ticket, preview_format: int):
+    """The job's progress callback: runs on the engine thread, so previews are encoded
+    there and the asyncio loop only forwards finished messages."""
+
+    def post(step: int, total: int, preview) -> None:
+        progress = tether_pb2.Progress(step=step, total=total)
+        if preview is not None:
+            progress.preview.CopyFrom(images.encode(preview, preview_format))
+        ticket.post(tether_pb2.GenerateEvent(progress=progress))
+
+    return post
+
+
+def _result_event(done: Done, request: tether_pb2.GenerateRequest, arrived: float):
+    output = done.output
+    image = images.encode(output.image, request.output_format)
+    timings = tether_pb2.Timings(
+        queued_ms=done.queued_ms,
+        prepare_ms=output.prepare_ms,
+        denoise_ms=output.denoise_ms,
+        decode_ms=output.decode_ms,
+        batch_size=output.batch_size,
+    )
+    timings.total_ms = (time.perf_counter() - arrived) * 1000
+    return tether_pb2.GenerateEvent(
+        result=tether_pb2.Result(image=image, seed=output.seed, timings=timings)
+    )
+
+
+def _status(error: TetherError) -> grpc.StatusCode:
+    return STATUS_CODES[type(error)]
+
+
+def _unexpected(error: BaseException) -> tuple[grpc.StatusCode, str]:
+    """Status for an error the engine did not expect: never UNKNOWN."""
+    if isinstance(error, TetherError):
+        return _status(error), str(error)
+    if isinstance(error, torch.OutOfMemoryError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, "out of GPU memory; try a smaller size"
+    return grpc.StatusCode.INTERNAL, f"the engine failed: {type(error).__name__}: {error}"
