@@ -46,6 +46,10 @@ def decode(image: image_pb2.Image, field: str, max_pixels: int) -> np.ndarray:
             if decoded.mode not in ("L", "RGB", "RGBA"):
                 decoded = decoded.convert("RGBA" if "A" in decoded.getbands() else "RGB")
             array = np.asarray(decoded)
+    except PILImage.DecompressionBombError:
+        raise ResourceExhausted(
+            f"{field}: the image's header claims over this server's limit of {max_pixels} pixels"
+        ) from None
     except (OSError, SyntaxError, ValueError) as error:
         raise invalid(f"{field}.encoded", f"cannot be decoded as {fmt}: {error}") from None
     return array[:, :, None] if array.ndim == 2 else array

@@ -18,8 +18,8 @@ Two sources, one shape:
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,11 @@ from tokenizers.pre_tokenizers import ByteLevel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from .errors import ModelConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
 
 # Kinds of control map a ControlNet can expect; `kind` in the TOML must be one of these.
 CONTROL_KINDS = (

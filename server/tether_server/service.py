@@ -81,6 +81,9 @@ class TetherService(tether_pb2_grpc.TetherServicer):
             worker.submit(ticket)
         except TetherError as error:
             await context.abort(_status(error), str(error))
+        except Exception as error:  # a bug: say so as INTERNAL, never UNKNOWN
+            log.exception("preparing a request failed")
+            await context.abort(*_unexpected(error))
         try:
             while True:
                 item = await ticket.items.get()
