@@ -64,7 +64,9 @@ def test_full_preview_at_last_step_is_the_result(engine):
     """The predicted clean latent at the last step is what the loop returns (for a
     scheduler that ends at sigma 0), so its decode is the final image."""
     seen = []
-    output = engine.run([job(scheduler="euler", preview="full", on_progress=lambda *a: seen.append(a))])
+    output = engine.run(
+        [job(scheduler="euler", preview="full", on_progress=lambda *a: seen.append(a))]
+    )
     np.testing.assert_allclose(seen[-1][2], output[0].image, atol=1e-5)
 
 
@@ -72,10 +74,12 @@ def test_cancel_stops_before_the_next_step_and_frees_the_job(engine):
     steps_seen = []
     cancelled = job(steps=20, controls=[ControlInput("canny", blank())])
 
+    stop = cancelled.cancel
+
     def on_progress(step, total, preview):
         steps_seen.append(step)
         if step == 2:
-            cancelled.cancel.set()
+            stop.set()
 
     cancelled.on_progress = on_progress
     other = job(steps=20, seed=9, controls=[ControlInput("canny", blank())])
@@ -123,11 +127,26 @@ BAD = {
     "strength": (dict(init_image=blank(), strength=0), r"strength: must be in \(0, 1\]"),
     "strength steps": (dict(init_image=blank(), strength=0.1), "leaves no step to run"),
     "init size": (dict(init_image=blank(32)), "init_image: is 32x32 with 3 channel"),
-    "weight": (dict(controls=[ControlInput("canny", blank(), weight=2.5)]), r"controls\[0\].weight: must be 0 to 2"),
-    "start > end": (dict(controls=[ControlInput("canny", blank(), start=0.8, end=0.2)]), r"controls\[0\].start: must not be after end"),
-    "end": (dict(controls=[ControlInput("canny", blank(), end=1.5)]), r"controls\[0\].end: must be 0 to 1"),
-    "mode": (dict(controls=[ControlInput("canny", blank(), mode="loud")]), r"controls\[0\].mode: must be one of"),
-    "control size": (dict(controls=[ControlInput("canny", blank(), 1.0), ControlInput("depth", blank(48))]), r"controls\[1\].image: is 48x48 with 3 channel\(s\); must be the output size 64x64"),
+    "weight": (
+        dict(controls=[ControlInput("canny", blank(), weight=2.5)]),
+        r"controls\[0\].weight: must be 0 to 2",
+    ),
+    "start > end": (
+        dict(controls=[ControlInput("canny", blank(), start=0.8, end=0.2)]),
+        r"controls\[0\].start: must not be after end",
+    ),
+    "end": (
+        dict(controls=[ControlInput("canny", blank(), end=1.5)]),
+        r"controls\[0\].end: must be 0 to 1",
+    ),
+    "mode": (
+        dict(controls=[ControlInput("canny", blank(), mode="loud")]),
+        r"controls\[0\].mode: must be one of",
+    ),
+    "control size": (
+        dict(controls=[ControlInput("canny", blank(), 1.0), ControlInput("depth", blank(48))]),
+        r"controls\[1\].image: is 48x48 with 3 channel\(s\); must be the output size 64x64",
+    ),
 }
 
 
@@ -139,7 +158,10 @@ def test_bad_input_names_the_field(engine, case):
 
 
 def test_unknown_control_model_is_not_found(engine):
-    with pytest.raises(NotFound, match=r"controls\[0\].model: no control model 'pose'; this server has canny, depth, normal"):
+    with pytest.raises(
+        NotFound,
+        match=r"controls\[0\].model: no control model 'pose'; this server has canny, depth, normal",
+    ):
         engine.check(job(controls=[ControlInput("pose", blank())]))
 
 

@@ -24,7 +24,9 @@ def engine(tiny_models) -> Engine:
 @pytest.fixture(scope="module")
 def maps() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(7)
-    return {name: rng.random((SIZE, SIZE, 3), dtype=np.float32) for name in ("canny", "depth", "normal")}
+    return {
+        name: rng.random((SIZE, SIZE, 3), dtype=np.float32) for name in ("canny", "depth", "normal")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,11 @@ def diffusers_image(models, units, scheduler, *, guess_mode=False, init=None, st
     """diffusers' pipeline output (float, 0..1) for units = [(name, map, weight, start, end)]."""
     nets = [models.controls[name].model for name, *_ in units]
     multi = len(nets) > 1
-    cls = StableDiffusionControlNetImg2ImgPipeline if init is not None else StableDiffusionControlNetPipeline
+    cls = (
+        StableDiffusionControlNetImg2ImgPipeline
+        if init is not None
+        else StableDiffusionControlNetPipeline
+    )
     pipe = cls(
         vae=models.vae,
         text_encoder=models.text_encoder,
@@ -97,8 +103,20 @@ def run_one(engine: Engine, job: Job) -> np.ndarray:
 
 CASES = {
     "one unit, unipc": (["canny"], [1.0], [0.0], [1.0], "unipc"),
-    "three units, weights, unipc": (["canny", "depth", "normal"], [1.0, 0.5, 1.5], [0, 0, 0], [1, 1, 1], "unipc"),
-    "three units, windows, euler_a": (["canny", "depth", "normal"], [1.0, 0.5, 1.5], [0, 0, 0.25], [1, 0.5, 0.75], "euler_a"),
+    "three units, weights, unipc": (
+        ["canny", "depth", "normal"],
+        [1.0, 0.5, 1.5],
+        [0, 0, 0],
+        [1, 1, 1],
+        "unipc",
+    ),
+    "three units, windows, euler_a": (
+        ["canny", "depth", "normal"],
+        [1.0, 0.5, 1.5],
+        [0, 0, 0.25],
+        [1, 0.5, 0.75],
+        "euler_a",
+    ),
     "two units, window, dpmpp_2m": (["canny", "depth"], [0.8, 1.2], [0, 0.5], [0.5, 1], "dpmpp_2m"),
     "one unit, ddim": (["depth"], [0.7], [0], [1], "ddim"),
 }
@@ -136,8 +154,10 @@ def test_batched_job_matches_the_same_job_alone(engine, maps):
     jobs = []
     for k in range(3):
         job = engine_job(
-            [("canny", rng.random((SIZE, SIZE, 3), dtype=np.float32), 0.5 + k * 0.4, 0, 1),
-             ("depth", maps["depth"], 1.0, 0, 0.5 + k * 0.2)],
+            [
+                ("canny", rng.random((SIZE, SIZE, 3), dtype=np.float32), 0.5 + k * 0.4, 0, 1),
+                ("depth", maps["depth"], 1.0, 0, 0.5 + k * 0.2),
+            ],
             "euler_a",
             seed=SEED + k,
         )

@@ -74,20 +74,23 @@ def test_toml_loads_the_saved_folders(saved, tiny_models):
     image = np.random.default_rng(0).random((64, 64, 3), dtype=np.float32)
 
     def render(model_set, control_name):
-        job = Job(prompt="x", steps=3, width=64, height=64,
-                  controls=[ControlInput(control_name, image)])
+        job = Job(
+            prompt="x", steps=3, width=64, height=64, controls=[ControlInput(control_name, image)]
+        )
         return Engine(model_set).run([job])[0].image
 
     np.testing.assert_array_equal(render(loaded, "edges"), render(tiny_models, "canny"))
 
 
 def test_pickle_checkpoint_is_refused(saved, tiny_models, tmp_path):
-    tiny_models.controls["depth"].model.save_pretrained(tmp_path / "pickled", safe_serialization=False)
+    tiny_models.controls["depth"].model.save_pretrained(
+        tmp_path / "pickled", safe_serialization=False
+    )
     config = write_toml(
         tmp_path,
         f"""
         [base]
-        path = "{saved / 'tiny-sd15'}"
+        path = "{saved / "tiny-sd15"}"
         [controls.depth]
         path = "pickled"
         kind = "depth"
@@ -101,8 +104,10 @@ def test_pickle_checkpoint_is_refused(saved, tiny_models, tmp_path):
     "text, message",
     [
         ("[controls.x]\npath='a'\nkind='canny'", r"needs a \[base\] table"),
-        ("[base]\npath = 'tiny-sd15'\n[controls.x]\npath='control-canny'\nkind='edges'",
-         "controls.x.kind must be one of canny, depth"),
+        (
+            "[base]\npath = 'tiny-sd15'\n[controls.x]\npath='control-canny'\nkind='edges'",
+            "controls.x.kind must be one of canny, depth",
+        ),
         ("[base\npath=", "models.toml"),
         ("[base]\npath = 'no-such-folder'", "no-such-folder"),
     ],

@@ -35,7 +35,10 @@ def test_generate_returns_the_image_seed_and_timings(client):
     depth = np.linspace(0, 1, SIZE * SIZE, dtype=np.float32).reshape(SIZE, SIZE)
     result = client.generate(
         "a stone bridge",
-        controls=[tether.Control("depth", depth, weight=0.8, end=0.6), tether.Control("canny", grey())],
+        controls=[
+            tether.Control("depth", depth, weight=0.8, end=0.6),
+            tether.Control("canny", grey()),
+        ],
         steps=4,
         seed=11,
         width=SIZE,
@@ -44,9 +47,17 @@ def test_generate_returns_the_image_seed_and_timings(client):
     assert result.image.shape == (SIZE, SIZE, 3) and result.image.dtype == np.uint8
     assert result.seed == 11
     assert result.timings.denoise_ms > 0 and result.timings.total_ms >= result.timings.denoise_ms
-    again = client.generate("a stone bridge", controls=[tether.Control("depth", depth, weight=0.8, end=0.6),
-                                                        tether.Control("canny", grey())],
-                            steps=4, seed=11, width=SIZE, height=SIZE)
+    again = client.generate(
+        "a stone bridge",
+        controls=[
+            tether.Control("depth", depth, weight=0.8, end=0.6),
+            tether.Control("canny", grey()),
+        ],
+        steps=4,
+        seed=11,
+        width=SIZE,
+        height=SIZE,
+    )
     assert np.array_equal(result.image, again.image)
 
 
@@ -64,8 +75,9 @@ def test_defaults_come_from_the_model(client):
 
 
 def test_stream_events_in_order_with_previews(client):
-    events = list(client.stream("a tower", steps=5, width=SIZE, height=SIZE, preview="fast",
-                                preview_every=2))
+    events = list(
+        client.stream("a tower", steps=5, width=SIZE, height=SIZE, preview="fast", preview_every=2)
+    )
     assert isinstance(events[0], tether.Queued)
     progress = [e for e in events if isinstance(e, tether.Progress)]
     assert [p.step for p in progress] == [1, 2, 3, 4, 5]
@@ -74,7 +86,9 @@ def test_stream_events_in_order_with_previews(client):
     assert isinstance(events[-1], tether.Result)
 
 
-@pytest.mark.parametrize("fmt, magic", [("png", b"\x89PNG"), ("jpeg", b"\xff\xd8"), ("webp", b"RIFF")])
+@pytest.mark.parametrize(
+    "fmt, magic", [("png", b"\x89PNG"), ("jpeg", b"\xff\xd8"), ("webp", b"RIFF")]
+)
 def test_encoded_output_formats(client, tmp_path, fmt, magic):
     result = client.generate("x", steps=1, width=SIZE, height=SIZE, output_format=fmt)
     assert result.data.startswith(magic)
@@ -88,16 +102,25 @@ def test_image_inputs_png_bytes_path_float_and_grey(client, tmp_path):
 
     Image.fromarray(grey()).save(tmp_path / "c.png")
     png = (tmp_path / "c.png").read_bytes()
-    for image in (png, tmp_path / "c.png", grey()[:, :, 0], grey().astype(np.float16) / 255,
-                  Image.open(tmp_path / "c.png"), grey(channels=4)):
-        result = client.generate("x", steps=1, width=SIZE, height=SIZE,
-                                 controls=[tether.Control("canny", image)])
+    for image in (
+        png,
+        tmp_path / "c.png",
+        grey()[:, :, 0],
+        grey().astype(np.float16) / 255,
+        Image.open(tmp_path / "c.png"),
+        grey(channels=4),
+    ):
+        result = client.generate(
+            "x", steps=1, width=SIZE, height=SIZE, controls=[tether.Control("canny", image)]
+        )
         assert result.image.shape == (SIZE, SIZE, 3)
 
 
 def test_img2img(client):
     init = np.random.default_rng(0).integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
-    events = list(client.stream("x", steps=10, strength=0.5, init_image=init, width=SIZE, height=SIZE))
+    events = list(
+        client.stream("x", steps=10, strength=0.5, init_image=init, width=SIZE, height=SIZE)
+    )
     assert [e.total for e in events if isinstance(e, tether.Progress)][-1] == 5
 
 
@@ -106,14 +129,38 @@ BAD_REQUESTS = [
     (dict(width=2048, height=2048), tether.InvalidArgument, "width: 2048x2048 is 4194304 pixels"),
     (dict(steps=0), tether.InvalidArgument, "steps: must be 1 to 150"),
     (dict(strength=0.5), tether.InvalidArgument, "strength: only applies with init_image"),
-    (dict(init_image=grey(), strength=1.5), tether.InvalidArgument, r"strength: must be in \(0, 1\]"),
+    (
+        dict(init_image=grey(), strength=1.5),
+        tether.InvalidArgument,
+        r"strength: must be in \(0, 1\]",
+    ),
     (dict(scheduler="k_lms"), tether.InvalidArgument, "scheduler: unknown scheduler 'k_lms'"),
     (dict(model="sdxl"), tether.NotFound, "model: no model 'sdxl'; this server has 'tiny'"),
-    (dict(controls=[tether.Control("pose", grey())]), tether.NotFound, r"controls\[0\].model: no control model 'pose'"),
-    (dict(controls=[tether.Control("canny", grey(), weight=3)]), tether.InvalidArgument, r"controls\[0\].weight: must be 0 to 2"),
-    (dict(controls=[tether.Control("canny", grey(), start=0.9, end=0.1)]), tether.InvalidArgument, r"controls\[0\].start: must not be after end"),
-    (dict(controls=[tether.Control("canny", grey(32))]), tether.InvalidArgument, r"controls\[0\].image: is 32x32 .* must be the output size 64x64"),
-    (dict(controls=[tether.Control("canny", b"GIF89a" + bytes(20))]), ValueError, r"controls\[0\].image: bytes must be a PNG, JPEG or WebP"),
+    (
+        dict(controls=[tether.Control("pose", grey())]),
+        tether.NotFound,
+        r"controls\[0\].model: no control model 'pose'",
+    ),
+    (
+        dict(controls=[tether.Control("canny", grey(), weight=3)]),
+        tether.InvalidArgument,
+        r"controls\[0\].weight: must be 0 to 2",
+    ),
+    (
+        dict(controls=[tether.Control("canny", grey(), start=0.9, end=0.1)]),
+        tether.InvalidArgument,
+        r"controls\[0\].start: must not be after end",
+    ),
+    (
+        dict(controls=[tether.Control("canny", grey(32))]),
+        tether.InvalidArgument,
+        r"controls\[0\].image: is 32x32 .* must be the output size 64x64",
+    ),
+    (
+        dict(controls=[tether.Control("canny", b"GIF89a" + bytes(20))]),
+        ValueError,
+        r"controls\[0\].image: bytes must be a PNG, JPEG or WebP",
+    ),
 ]
 
 
@@ -132,15 +179,118 @@ def unit(image: image_pb2.Image) -> tether_pb2.ControlUnit:
 
 
 BAD_WIRE = [
-    (raw_request(controls=[unit(image_pb2.Image())]), "INVALID_ARGUMENT", r"controls\[0\].image: is empty"),
-    (raw_request(controls=[unit(image_pb2.Image(encoded=b"BM" + bytes(100)))]), "INVALID_ARGUMENT", r"controls\[0\].image.encoded: must be a PNG, JPEG or WebP"),
-    (raw_request(controls=[unit(image_pb2.Image(encoded=b"\x89PNG\r\n\x1a\n" + bytes(30)))]), "INVALID_ARGUMENT", "cannot be decoded as PNG"),
-    (raw_request(controls=[unit(image_pb2.Image(raw=image_pb2.RawImage(width=SIZE, height=SIZE, channels=3, pixel_type=image_pb2.PIXEL_TYPE_F32, data=bytes(10))))]), "INVALID_ARGUMENT", r"controls\[0\].image.raw.data: 10 bytes, but 64x64x3 of float32 needs 49152"),
-    (raw_request(controls=[unit(image_pb2.Image(raw=image_pb2.RawImage(width=SIZE, height=SIZE, channels=2, pixel_type=image_pb2.PIXEL_TYPE_U8, data=bytes(SIZE * SIZE * 2))))]), "INVALID_ARGUMENT", "channels: must be 1, 3 or 4"),
-    (raw_request(controls=[unit(image_pb2.Image(raw=image_pb2.RawImage(width=SIZE, height=SIZE, channels=3, data=bytes(SIZE * SIZE * 3))))]), "INVALID_ARGUMENT", "pixel_type: must be U8, F16 or F32"),
-    (raw_request(controls=[unit(image_pb2.Image(raw=image_pb2.RawImage(width=8192, height=8192, channels=1, pixel_type=image_pb2.PIXEL_TYPE_U8, data=b"")))]), "RESOURCE_EXHAUSTED", "8192x8192 is over this server's limit"),
-    (raw_request(controls=[tether_pb2.ControlUnit(model="canny", image=image_pb2.Image(raw=image_pb2.RawImage(width=SIZE, height=SIZE, channels=1, pixel_type=image_pb2.PIXEL_TYPE_F32, data=np.full(SIZE * SIZE, np.nan, np.float32).tobytes())))]), "INVALID_ARGUMENT", "contains NaN"),
-    (raw_request(output_format=99), "INVALID_ARGUMENT", "output_format: must be PNG, JPEG, WEBP or RAW"),
+    (
+        raw_request(controls=[unit(image_pb2.Image())]),
+        "INVALID_ARGUMENT",
+        r"controls\[0\].image: is empty",
+    ),
+    (
+        raw_request(controls=[unit(image_pb2.Image(encoded=b"BM" + bytes(100)))]),
+        "INVALID_ARGUMENT",
+        r"controls\[0\].image.encoded: must be a PNG, JPEG or WebP",
+    ),
+    (
+        raw_request(controls=[unit(image_pb2.Image(encoded=b"\x89PNG\r\n\x1a\n" + bytes(30)))]),
+        "INVALID_ARGUMENT",
+        "cannot be decoded as PNG",
+    ),
+    (
+        raw_request(
+            controls=[
+                unit(
+                    image_pb2.Image(
+                        raw=image_pb2.RawImage(
+                            width=SIZE,
+                            height=SIZE,
+                            channels=3,
+                            pixel_type=image_pb2.PIXEL_TYPE_F32,
+                            data=bytes(10),
+                        )
+                    )
+                )
+            ]
+        ),
+        "INVALID_ARGUMENT",
+        r"controls\[0\].image.raw.data: 10 bytes, but 64x64x3 of float32 needs 49152",
+    ),
+    (
+        raw_request(
+            controls=[
+                unit(
+                    image_pb2.Image(
+                        raw=image_pb2.RawImage(
+                            width=SIZE,
+                            height=SIZE,
+                            channels=2,
+                            pixel_type=image_pb2.PIXEL_TYPE_U8,
+                            data=bytes(SIZE * SIZE * 2),
+                        )
+                    )
+                )
+            ]
+        ),
+        "INVALID_ARGUMENT",
+        "channels: must be 1, 3 or 4",
+    ),
+    (
+        raw_request(
+            controls=[
+                unit(
+                    image_pb2.Image(
+                        raw=image_pb2.RawImage(
+                            width=SIZE, height=SIZE, channels=3, data=bytes(SIZE * SIZE * 3)
+                        )
+                    )
+                )
+            ]
+        ),
+        "INVALID_ARGUMENT",
+        "pixel_type: must be U8, F16 or F32",
+    ),
+    (
+        raw_request(
+            controls=[
+                unit(
+                    image_pb2.Image(
+                        raw=image_pb2.RawImage(
+                            width=8192,
+                            height=8192,
+                            channels=1,
+                            pixel_type=image_pb2.PIXEL_TYPE_U8,
+                            data=b"",
+                        )
+                    )
+                )
+            ]
+        ),
+        "RESOURCE_EXHAUSTED",
+        "8192x8192 is over this server's limit",
+    ),
+    (
+        raw_request(
+            controls=[
+                tether_pb2.ControlUnit(
+                    model="canny",
+                    image=image_pb2.Image(
+                        raw=image_pb2.RawImage(
+                            width=SIZE,
+                            height=SIZE,
+                            channels=1,
+                            pixel_type=image_pb2.PIXEL_TYPE_F32,
+                            data=np.full(SIZE * SIZE, np.nan, np.float32).tobytes(),
+                        )
+                    ),
+                )
+            ]
+        ),
+        "INVALID_ARGUMENT",
+        "contains NaN",
+    ),
+    (
+        raw_request(output_format=99),
+        "INVALID_ARGUMENT",
+        "output_format: must be PNG, JPEG, WEBP or RAW",
+    ),
 ]
 
 
@@ -157,20 +307,30 @@ def test_malformed_messages_are_refused_with_the_field(server, request_, code, m
 
 def test_decompression_bomb_is_refused_before_decoding(client):
     """A 20000 x 20000 PNG compresses to ~1 MB; it is refused from its header."""
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     buffer = io.BytesIO()
     Image.new("L", (20000, 20000)).save(buffer, format="PNG")
-    with pytest.raises(tether.ResourceExhausted, match=r"controls\[0\].image: .*over this server's limit"):
-        client.generate("x", steps=1, width=SIZE, height=SIZE,
-                        controls=[tether.Control("canny", buffer.getvalue())])
+    with pytest.raises(
+        tether.ResourceExhausted, match=r"controls\[0\].image: .*over this server's limit"
+    ):
+        client.generate(
+            "x",
+            steps=1,
+            width=SIZE,
+            height=SIZE,
+            controls=[tether.Control("canny", buffer.getvalue())],
+        )
 
 
 def test_a_2048_square_rgba_float_buffer_fits_in_a_message(client):
     big = np.zeros((2048, 2048, 4), dtype=np.float32)  # 64 MiB
     with pytest.raises(tether.InvalidArgument, match="is 2048x2048"):
-        client.generate("x", steps=1, width=SIZE, height=SIZE, controls=[tether.Control("depth", big)])
+        client.generate(
+            "x", steps=1, width=SIZE, height=SIZE, controls=[tether.Control("depth", big)]
+        )
 
 
 def test_good_request_after_bad_ones(client):
@@ -199,7 +359,11 @@ def test_cancel_stops_the_job_and_the_server_keeps_serving(client):
 def test_models_and_server_info(client):
     listing = client.models()
     assert [m.name for m in listing.models] == ["tiny"]
-    assert {(c.name, c.kind) for c in listing.controls} == {("canny", "canny"), ("depth", "depth"), ("normal", "normal")}
+    assert {(c.name, c.kind) for c in listing.controls} == {
+        ("canny", "canny"),
+        ("depth", "depth"),
+        ("normal", "normal"),
+    }
     assert listing.schedulers[0] == "unipc" and "euler_a" in listing.schedulers
     info = client.server_info()
     assert info.version == tether.__version__ and info.device == "cpu" and info.dtype == "float32"
@@ -212,7 +376,9 @@ def test_health_and_reflection(server):
         reply = health.Check(health_pb2.HealthCheckRequest(service="tether.v1.Tether"))
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        answers = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        answers = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
         names = {s.name for s in next(answers).list_services_response.service}
     assert {"tether.v1.Tether", "grpc.health.v1.Health"} <= names
 
@@ -227,8 +393,9 @@ def test_async_client_generates_and_streams(server):
     async def main():
         async with tether.aio.Client(server) as client:
             seen = []
-            result = await client.generate("x", steps=3, width=SIZE, height=SIZE, seed=4,
-                                           on_progress=seen.append)
+            result = await client.generate(
+                "x", steps=3, width=SIZE, height=SIZE, seed=4, on_progress=seen.append
+            )
             events = [e async for e in client.stream("x", steps=3, width=SIZE, height=SIZE, seed=4)]
             with pytest.raises(tether.InvalidArgument, match="steps"):
                 await client.generate("x", steps=0)
@@ -251,7 +418,9 @@ def test_concurrent_compatible_jobs_are_batched():
             results = [None] * 3
 
             def one(k):
-                results[k] = client.generate(f"prompt {k}", steps=3, width=SIZE, height=SIZE, seed=k)
+                results[k] = client.generate(
+                    f"prompt {k}", steps=3, width=SIZE, height=SIZE, seed=k
+                )
 
             threads = [threading.Thread(target=one, args=(k,)) for k in range(3)]
             for thread in threads:
@@ -260,7 +429,9 @@ def test_concurrent_compatible_jobs_are_batched():
                 thread.join()
             blocker.cancel()
         assert [r.timings.batch_size for r in results] == [3, 3, 3]
-        alone = tether.Client(running.address).generate("prompt 1", steps=3, width=SIZE, height=SIZE, seed=1)
+        alone = tether.Client(running.address).generate(
+            "prompt 1", steps=3, width=SIZE, height=SIZE, seed=1
+        )
         np.testing.assert_allclose(alone.image, results[1].image, atol=1)
     finally:
         running.stop()
@@ -294,7 +465,11 @@ def test_token_auth(tmp_path):
                 with pytest.raises(tether.Unauthenticated):
                     client.generate("x", steps=1, width=SIZE, height=SIZE)
         with tether.Client(running.address, token="s3cret") as client:
-            assert client.generate("x", steps=1, width=SIZE, height=SIZE).image.shape == (SIZE, SIZE, 3)
+            assert client.generate("x", steps=1, width=SIZE, height=SIZE).image.shape == (
+                SIZE,
+                SIZE,
+                3,
+            )
     finally:
         running.stop()
 
@@ -315,7 +490,11 @@ def test_tls(tmp_path):
                 except tether.Unavailable:
                     assert time.monotonic() < deadline
                     time.sleep(0.2)
-            assert client.generate("x", steps=1, width=SIZE, height=SIZE).image.shape == (SIZE, SIZE, 3)
+            assert client.generate("x", steps=1, width=SIZE, height=SIZE).image.shape == (
+                SIZE,
+                SIZE,
+                3,
+            )
         with tether.Client(running.address) as plaintext:
             with pytest.raises(tether.Unavailable):
                 plaintext.models(timeout=5)
@@ -326,17 +505,37 @@ def test_tls(tmp_path):
 def self_signed_certificate(folder):
     key_path, cert_path = folder / "key.pem", folder / "cert.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key_path), "-out", str(cert_path), "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost"],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key_path),
+            "-out",
+            str(cert_path),
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
     )
     return cert_path, key_path
 
 
 def test_refuses_a_public_address_without_token_or_tls():
-    done = subprocess.run([sys.executable, "-m", "tether", "serve", "--host", "0.0.0.0"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "tether", "serve", "--host", "0.0.0.0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert "refusing to listen on 0.0.0.0 without --token" in done.stderr
     assert "Traceback" not in done.stderr

@@ -66,7 +66,9 @@ class Client:
     async def models(self, *, timeout: float | None = None) -> ModelList:
         """Base models, control models, schedulers and limits of the server."""
         request = tether_pb2.ListModelsRequest()
-        return protocol.models_from_proto(await self._unary(self._stub.ListModels, request, timeout))
+        return protocol.models_from_proto(
+            await self._unary(self._stub.ListModels, request, timeout)
+        )
 
     async def server_info(self, *, timeout: float | None = None) -> ServerInfo:
         """Version, device, dtype and limits of the server."""

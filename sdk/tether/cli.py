@@ -30,12 +30,14 @@ def parse_control(spec: str) -> Control:
     """`MODEL=PATH[@WEIGHT]` -> Control, e.g. `depth=depth.png@0.8`."""
     model, sep, rest = spec.partition("=")
     if not sep or not model or not rest:
-        raise ValueError(f"--control {spec!r}: expected MODEL=PATH[@WEIGHT], e.g. depth=d.png@0.8")
+        raise argparse.ArgumentTypeError(
+            f"{spec!r}: expected MODEL=PATH[@WEIGHT], e.g. depth=d.png@0.8"
+        )
     path, _, weight = rest.rpartition("@") if "@" in rest else (rest, "", "")
     try:
         value = float(weight) if weight else 1.0
     except ValueError:
-        raise ValueError(f"--control {spec!r}: weight {weight!r} is not a number") from None
+        raise argparse.ArgumentTypeError(f"{spec!r}: weight {weight!r} is not a number") from None
     return Control(model, Path(path), weight=value)
 
 
@@ -46,18 +48,38 @@ def _parser() -> argparse.ArgumentParser:
 
     def connection(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--server", default="127.0.0.1:50051", help="host:port of the server")
-        sub.add_argument("--token", default=os.environ.get("TETHER_TOKEN"),
-                         help="bearer token (default: $TETHER_TOKEN)")
-        sub.add_argument("--tls", nargs="?", const=True, default=False, metavar="CA_PEM",
-                         help="use TLS; optionally trust this PEM root certificate")
+        sub.add_argument(
+            "--token",
+            default=os.environ.get("TETHER_TOKEN"),
+            help="bearer token (default: $TETHER_TOKEN)",
+        )
+        sub.add_argument(
+            "--tls",
+            nargs="?",
+            const=True,
+            default=False,
+            metavar="CA_PEM",
+            help="use TLS; optionally trust this PEM root certificate",
+        )
 
     gen = commands.add_parser("generate", help="generate one image")
     gen.add_argument("prompt")
-    gen.add_argument("-o", "--output", type=Path, default=Path("out.png"),
-                     help="image file to write (.png, .jpg, .webp)")
+    gen.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("out.png"),
+        help="image file to write (.png, .jpg, .webp)",
+    )
     gen.add_argument("--negative", default="", help="negative prompt")
-    gen.add_argument("--control", action="append", default=[], type=parse_control,
-                     metavar="MODEL=PATH[@WEIGHT]", help="a control unit; repeat for more")
+    gen.add_argument(
+        "--control",
+        action="append",
+        default=[],
+        type=parse_control,
+        metavar="MODEL=PATH[@WEIGHT]",
+        help="a control unit; repeat for more",
+    )
     gen.add_argument("--steps", type=int)
     gen.add_argument("--seed", type=int)
     gen.add_argument("--guidance", type=float, help="classifier-free guidance scale")
@@ -67,12 +89,18 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--init", type=Path, help="init image for img2img")
     gen.add_argument("--strength", type=float, help="img2img strength in (0, 1]")
     gen.add_argument("--previews", type=Path, metavar="DIR", help="save preview frames here")
-    gen.add_argument("--preview", choices=["fast", "full"], default="fast",
-                     help="kind of preview saved with --previews")
+    gen.add_argument(
+        "--preview",
+        choices=["fast", "full"],
+        default="fast",
+        help="kind of preview saved with --previews",
+    )
     connection(gen)
 
-    for name, text in (("models", "list models, control models and schedulers"),
-                       ("info", "show the server's version, device and limits")):
+    for name, text in (
+        ("models", "list models, control models and schedulers"),
+        ("info", "show the server's version, device and limits"),
+    ):
         connection(commands.add_parser(name, help=text))
 
     serve = commands.add_parser("serve", help="run the server (needs tether[server])")
@@ -80,21 +108,33 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=50051, help="port (0: any free port)")
     serve.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    serve.add_argument("--dtype", choices=["float16", "bfloat16", "float32"],
-                       help="weights' dtype (default: float16 on CUDA, float32 on CPU)")
-    serve.add_argument("--token", default=os.environ.get("TETHER_TOKEN"),
-                       help="require 'authorization: Bearer TOKEN' (default: $TETHER_TOKEN)")
+    serve.add_argument(
+        "--dtype",
+        choices=["float16", "bfloat16", "float32"],
+        help="weights' dtype (default: float16 on CUDA, float32 on CPU)",
+    )
+    serve.add_argument(
+        "--token",
+        default=os.environ.get("TETHER_TOKEN"),
+        help="require 'authorization: Bearer TOKEN' (default: $TETHER_TOKEN)",
+    )
     serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain for TLS")
     serve.add_argument("--tls-key", type=Path, help="PEM private key for TLS")
-    serve.add_argument("--insecure", action="store_true",
-                       help="allow a non-loopback address without a token or TLS")
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback address without a token or TLS",
+    )
     serve.add_argument("--max-queue", type=int, default=32, help="waiting jobs before refusing")
     serve.add_argument("--max-batch", type=int, default=4, help="jobs per denoising loop")
-    serve.add_argument("--max-pixels", type=int, default=1024 * 1024,
-                       help="largest width x height")
+    serve.add_argument("--max-pixels", type=int, default=1024 * 1024, help="largest width x height")
     serve.add_argument("--max-steps", type=int, default=150, help="largest steps")
-    serve.add_argument("--drain-seconds", type=float, default=60.0,
-                       help="on SIGTERM, how long running jobs may take to finish")
+    serve.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=60.0,
+        help="on SIGTERM, how long running jobs may take to finish",
+    )
     return parser
 
 
@@ -176,8 +216,10 @@ def _models(args: argparse.Namespace) -> int:
     with _client(args) as client:
         listing = client.models()
     for model in listing.models:
-        print(f"model    {model.name} ({model.family}, {model.default_width}x"
-              f"{model.default_height} by default)")
+        print(
+            f"model    {model.name} ({model.family}, {model.default_width}x"
+            f"{model.default_height} by default)"
+        )
     for control in listing.controls:
         print(f"control  {control.name} ({control.kind})")
     print(f"schedulers: {', '.join(listing.schedulers)}")
@@ -189,8 +231,10 @@ def _info(args: argparse.Namespace) -> int:
         info = client.server_info()
     limits = info.limits
     print(f"tether {info.version} on {info.device} ({info.dtype})")
-    print(f"limits: {limits.max_pixels} pixels, {limits.max_steps} steps, "
-          f"{limits.max_controls} units, queue {limits.max_queue}, batch {limits.max_batch}")
+    print(
+        f"limits: {limits.max_pixels} pixels, {limits.max_steps} steps, "
+        f"{limits.max_controls} units, queue {limits.max_queue}, batch {limits.max_batch}"
+    )
     return 0
 
 

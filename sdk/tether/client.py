@@ -122,4 +122,3 @@ class Client:
             return method(request, timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as error:
             raise from_status(error.code(), error.details()) from None
-

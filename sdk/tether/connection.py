@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Union
 
 import grpc
 
@@ -13,7 +12,7 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
 # False: plaintext; True: TLS with the system's roots; a path: TLS trusting that PEM file.
-TLS = Union[bool, str, os.PathLike]
+TLS = bool | str | os.PathLike
 
 
 def options(max_message_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:

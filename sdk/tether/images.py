@@ -10,14 +10,14 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
 from ._proto.tether.v1 import image_pb2
 
 # What the SDK accepts wherever it takes an image.
-ImageInput = Union[np.ndarray, bytes, str, os.PathLike, Any]  # Any: a PIL.Image.Image
+ImageInput = np.ndarray | bytes | str | os.PathLike | Any  # Any: a PIL.Image.Image
 
 PIXEL_TYPES = {
     np.dtype(np.uint8): image_pb2.PIXEL_TYPE_U8,

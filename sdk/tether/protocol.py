@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 
@@ -132,7 +131,7 @@ class Result:
         return path
 
 
-Event = Union[Queued, Progress, Result]
+Event = Queued | Progress | Result
 
 
 @dataclass(frozen=True)

@@ -146,9 +146,7 @@ class Engine:
         if not 1 <= job.steps <= self.max_steps:
             raise invalid("steps", f"must be 1 to {self.max_steps} (got {job.steps})")
         if not 0 <= job.guidance_scale <= 30:
-            raise invalid(
-                "guidance_scale", f"must be 0 to 30 (got {job.guidance_scale:g})"
-            )
+            raise invalid("guidance_scale", f"must be 0 to 30 (got {job.guidance_scale:g})")
         if job.scheduler not in schedulers.SCHEDULERS:
             raise invalid(
                 "scheduler",
@@ -387,7 +385,9 @@ class Engine:
         rows = [row for row, _ in entries]
         owners = [j for _, j in entries]
 
-        images = torch.cat([_to_tensor(jobs[j].controls[slot].image, device, dtype) for j in owners])
+        images = torch.cat(
+            [_to_tensor(jobs[j].controls[slot].image, device, dtype) for j in owners]
+        )
         if net.config.controlnet_conditioning_channel_order == "bgr":
             images = torch.flip(images, dims=[1])
         hint = net.controlnet_cond_embedding(images)

@@ -37,8 +37,17 @@ else:
 
 # Kinds of control map a ControlNet can expect; `kind` in the TOML must be one of these.
 CONTROL_KINDS = (
-    "canny", "depth", "normal", "lineart", "scribble", "softedge", "seg", "inpaint",
-    "openpose", "mlsd", "tile",
+    "canny",
+    "depth",
+    "normal",
+    "lineart",
+    "scribble",
+    "softedge",
+    "seg",
+    "inpaint",
+    "openpose",
+    "mlsd",
+    "tile",
 )
 
 # SD 1.5's own scheduler settings (its scheduler/scheduler_config.json), used by the tiny
@@ -212,7 +221,9 @@ def _refuse_pickles(path: str, subfolder: str | None) -> None:
     folder = Path(path, subfolder) if subfolder else Path(path)
     if not folder.is_dir() or any(folder.glob("*.safetensors")):
         return
-    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".ckpt", ".pt", ".pth"))
+    pickles = sorted(
+        p.name for p in folder.iterdir() if p.suffix in (".bin", ".ckpt", ".pt", ".pth")
+    )
     if pickles:
         raise ModelConfigError(
             f"{folder}: only safetensors weights are loaded, found the pickle checkpoint "
@@ -226,12 +237,14 @@ def _from_pretrained(cls, path: str, subfolder: str | None, dtype: torch.dtype):
     kwargs = {"subfolder": subfolder} if subfolder else {}
     try:
         return cls.from_pretrained(path, use_safetensors=True, torch_dtype=dtype, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as error:
+    except (OSError, ValueError) as error:
         where = f"{path}/{subfolder}" if subfolder else path
         raise ModelConfigError(f"{where}: cannot load {cls.__name__}: {error}") from error
 
 
-def load(config_path: str | Path, device: str | None = None, dtype: torch.dtype | None = None) -> ModelSet:
+def load(
+    config_path: str | Path, device: str | None = None, dtype: torch.dtype | None = None
+) -> ModelSet:
     """Load the model set a TOML file describes (see the module docstring).
 
     Relative local paths are taken relative to the TOML file. Device and dtype default to
@@ -243,7 +256,7 @@ def load(config_path: str | Path, device: str | None = None, dtype: torch.dtype 
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ModelConfigError(f"{config_path}: {error}") from error
     if "base" not in config or "path" not in config["base"]:
-        raise ModelConfigError(f"{config_path}: needs a [base] table with path = \"...\"")
+        raise ModelConfigError(f'{config_path}: needs a [base] table with path = "..."')
 
     def resolve(entry: dict, where: str) -> str:
         if not isinstance(entry.get("path"), str):
@@ -264,7 +277,9 @@ def load(config_path: str | Path, device: str | None = None, dtype: torch.dtype 
                 f" (got {kind!r})"
             )
         path = resolve(entry, f"controls.{name}")
-        controls[name] = ControlNet(name, kind, _from_pretrained(ControlNetModel, path, None, dtype))
+        controls[name] = ControlNet(
+            name, kind, _from_pretrained(ControlNetModel, path, None, dtype)
+        )
     models = ModelSet(
         name=config.get("name", config_path.stem),
         unet=_from_pretrained(UNet2DConditionModel, base, "unet", dtype),

@@ -16,7 +16,6 @@ import ipaddress
 import logging
 import signal
 import sys
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -81,6 +80,7 @@ class TokenAuth(grpc.aio.ServerInterceptor):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
         if handler.response_streaming:
+
             async def deny_stream(request, context):
                 await deny(request, context)
                 yield  # makes this an async generator, as a streaming handler must be
@@ -131,8 +131,11 @@ async def serve(args: argparse.Namespace) -> None:
     health_service = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
     reflection.enable_server_reflection(
-        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME],
+        [
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
         server,
     )
     address = f"{args.host}:{args.port}"

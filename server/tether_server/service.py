@@ -183,8 +183,10 @@ class TetherService(tether_pb2_grpc.TetherServicer):
             raise invalid("strength", "only applies with init_image (img2img)")
         if request.preview.mode not in _PREVIEW_MODES:
             raise invalid("preview.mode", "must be NONE, FAST or FULL")
-        for name, fmt in (("output_format", request.output_format),
-                          ("preview.format", request.preview.format)):
+        for name, fmt in (
+            ("output_format", request.output_format),
+            ("preview.format", request.preview.format),
+        ):
             if fmt not in image_pb2.ImageFormat.values():
                 raise invalid(name, "must be PNG, JPEG, WEBP or RAW")
         return Job(
