@@ -1,0 +1,45 @@
+# Two commands on a fresh machine:
+#   make demo   set up, start a server on the embedded tiny model, generate with three
+#               control units while streaming previews, write the frames and the image
+#   make test   set up (project venv, Blender-as-a-module venv, Krita) and run every test
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test test-slow hosts bench bench-gpu lint protos clean
+
+setup: $(VENV)/.installed
+
+# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[server,dev]"
+	touch $@
+
+demo: setup
+	$(BIN)/python examples/demo.py
+
+# The real hosts the tests drive: Blender as a Python module (own venv, numpy<2) and Krita.
+hosts: setup
+	bash clients/blender/setup_test_env.sh
+	bash clients/krita/setup_test_env.sh
+
+test: setup hosts
+	$(BIN)/python -m pytest -q
+
+test-slow: setup hosts
+	$(BIN)/python -m pytest -q -m slow
+
+bench: setup
+	$(BIN)/python tests/bench/engine.py
+
+lint: setup
+	$(BIN)/ruff check .
+
+protos: setup
+	$(BIN)/python protos/generate.py
+
+clean:
+	rm -rf $(VENV) .venv-blender out dist

@@ -1,0 +1,42 @@
+"""Tether for Blender: render a scene's depth and normal passes from the active camera,
+generate a picture with Stable Diffusion + ControlNet on a Tether server, and use it as a
+camera-projected texture.
+
+Modules, one idea each:
+    preferences   server address, token, TLS (add-on preferences)
+    settings      per-scene generation settings (scene.tether)
+    catalog       the server's models, remembered for the panel
+    connection    address checks (online access), client, error messages
+    passes, exr   rendering the passes and reading them back
+    control_maps  passes -> control maps through tether.maps
+    plan          checks and the request, before anything starts
+    job           the network part, on a worker thread
+    generation    applying the job's events on the main thread
+    images        the result image: pixels, saving, packing
+    projection    UV map projected from the camera, and the material
+    operators, ui the operators and the sidebar panel
+"""
+
+from __future__ import annotations
+
+import bpy
+
+from . import generation, operators, preferences, settings, ui
+
+_CLASSES = (*preferences.CLASSES, *settings.CLASSES, *operators.CLASSES, *ui.CLASSES)
+
+
+def register() -> None:
+    for cls in _CLASSES:
+        bpy.utils.register_class(cls)
+    settings.register()
+    bpy.app.handlers.load_pre.append(generation.on_load_pre)
+
+
+def unregister() -> None:
+    if generation.on_load_pre in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.remove(generation.on_load_pre)
+    generation.stop_all()
+    settings.unregister()
+    for cls in reversed(_CLASSES):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,144 @@
+"""Operators: Generate, Cancel, Refresh Models, Project Result, and the report helper."""
+
+from __future__ import annotations
+
+import time
+
+import bpy
+
+from . import catalog, generation
+from .connection import address_problem
+from .plan import UserError, list_models, prepare
+from .preferences import client_config
+from .projection import apply_projection
+
+__all__ = ["CLASSES"]
+
+
+class TETHER_OT_generate(bpy.types.Operator):
+    """Render depth and normal passes from the active camera and generate a picture"""
+
+    bl_idname = "tether.generate"
+    bl_label = "Generate"
+    bl_options = {"REGISTER"}
+
+    wait: bpy.props.BoolProperty(
+        name="Wait",
+        description=(
+            "Block until the picture is done (for scripts and background mode, where "
+            "timers do not run); the outcome is this operator's report"
+        ),
+        default=False,
+        options={"SKIP_SAVE"},
+    )
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return generation.current() is None and context.scene is not None
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        try:
+            plan = prepare(context)
+        except UserError as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        generation.start(plan)
+        if not self.wait:
+            bpy.app.timers.register(generation.tick, first_interval=generation.TICK_SECONDS)
+            return {"FINISHED"}
+
+        while (interval := generation.tick(report=False)) is not None:
+            time.sleep(interval)
+        level, message = generation.last().outcome()
+        self.report({level}, message)
+        return {"CANCELLED"} if level == "ERROR" else {"FINISHED"}
+
+
+class TETHER_OT_cancel(bpy.types.Operator):
+    """Stop the running generation on the server"""
+
+    bl_idname = "tether.cancel"
+    bl_label = "Cancel"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return generation.current() is not None
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        generation.current().job.cancel()
+        return {"FINISHED"}
+
+
+class TETHER_OT_refresh_models(bpy.types.Operator):
+    """Ask the server which models and control models it has"""
+
+    bl_idname = "tether.refresh_models"
+    bl_label = "Refresh Models"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        config = client_config(context)
+        problem = address_problem(config, online_access=bpy.app.online_access)
+        if problem:
+            self.report({"ERROR"}, problem)
+            return {"CANCELLED"}
+        try:
+            model_list = list_models(config)
+        except UserError as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        controls = ", ".join(f"{c.name} ({c.kind})" for c in model_list.controls) or "none"
+        models = ", ".join(catalog.base_model_names())
+        self.report({"INFO"}, f"Tether models: {models}; control models: {controls}")
+        return {"FINISHED"}
+
+
+class TETHER_OT_project_result(bpy.types.Operator):
+    """Project the last generated picture onto the selected meshes, from the camera it was
+    generated with"""
+
+    bl_idname = "tether.project_result"
+    bl_label = "Project onto Selected"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        done = generation.last()
+        return bool(done and done.seed is not None and context.selected_objects)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        done = generation.last()
+        image = bpy.data.images.get(done.image_name) if done.image_name else None
+        if image is None:
+            self.report({"ERROR"}, "The last generated image no longer exists")
+            return {"CANCELLED"}
+        _, skipped = apply_projection(list(context.selected_objects), image, done.plan.camera)
+        if skipped:
+            self.report({"WARNING"}, f"Not projected onto {', '.join(skipped)} (not meshes)")
+        return {"FINISHED"}
+
+
+class TETHER_OT_report(bpy.types.Operator):
+    """Show a message of a generation that ended in the background"""
+
+    bl_idname = "tether.report"
+    bl_label = "Tether Report"
+    bl_options = {"INTERNAL"}
+
+    level: bpy.props.EnumProperty(
+        items=[(level, level.title(), "") for level in ("INFO", "WARNING", "ERROR")],
+        default="INFO",
+    )
+    message: bpy.props.StringProperty()
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        self.report({self.level}, self.message)
+        return {"FINISHED"}
+
+
+CLASSES = (
+    TETHER_OT_generate,
+    TETHER_OT_cancel,
+    TETHER_OT_refresh_models,
+    TETHER_OT_project_result,
+    TETHER_OT_report,
+)

@@ -1,0 +1,169 @@
+"""Check everything and build the request, before anything starts.
+
+Every fault the user can fix (no camera, bad settings, server unreachable, wrong token, a
+model the server does not have) is found here and raised as `UserError` with a message
+for Blender's report; nothing in the scene has changed at that point. The only lasting
+work, rendering the passes, comes last and renders a temporary copy of the scene.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import bpy
+import tether
+
+from . import catalog, control_maps
+from .connection import ClientConfig, address_problem, describe_error, open_client
+from .passes import PassesError, render_passes, render_size
+from .preferences import client_config
+from .projection import CameraSnapshot, snapshot_camera
+from .settings import MAX_SEED, TetherSettings, units
+
+__all__ = ["LIST_MODELS_TIMEOUT", "Plan", "UserError", "prepare"]
+
+# Seconds to wait for ListModels before telling the user the server does not answer; the
+# UI waits this long at most (a local server that is down fails at once).
+LIST_MODELS_TIMEOUT = 5.0
+# Stable Diffusion works on 8x8-pixel latents.
+_SIZE_MULTIPLE = 8
+
+
+class UserError(Exception):
+    """A fault the user can fix; ``str(error)`` is the message for Blender's report."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a generation needs, checked, in plain Python values."""
+
+    config: ClientConfig
+    prompt: str
+    options: dict[str, Any]  # keyword arguments of tether.Client.stream
+    width: int
+    height: int
+    camera: CameraSnapshot
+    targets: tuple[str, ...]  # names of the meshes to project the result onto
+
+
+def prepare(context: bpy.types.Context) -> Plan:
+    """Check the scene, settings and server; render the passes; build the request."""
+    scene = context.scene
+    settings: TetherSettings = scene.tether
+    camera = scene.camera
+    if camera is None:
+        raise UserError("The scene has no active camera: add one, or set it in Scene properties")
+    if camera.type != "CAMERA":
+        raise UserError(f"The scene's camera {camera.name!r} is not a camera object")
+    width, height = render_size(scene)
+    check_settings(settings, width, height)
+    targets: tuple[str, ...] = ()
+    if settings.project_onto_selected:
+        targets = tuple(obj.name for obj in context.selected_objects if obj.type == "MESH")
+        if not targets:
+            raise UserError(
+                "Project onto Selected is on but no mesh is selected: select the meshes to "
+                "texture, or turn the option off"
+            )
+
+    config = client_config(context)
+    problem = address_problem(config, online_access=bpy.app.online_access)
+    if problem:
+        raise UserError(problem)
+    model_list = list_models(config)
+
+    model = settings.model.strip()
+    base_names = [m.name for m in model_list.models]
+    if model and model not in base_names:
+        raise UserError(f"The server has no model {model!r}; it has: {', '.join(base_names)}")
+    limits = model_list.limits
+    if limits.max_pixels and width * height > limits.max_pixels:
+        raise UserError(
+            f"Render size {width}x{height} is over the server's limit of {limits.max_pixels} "
+            "pixels: lower the resolution or its percentage"
+        )
+    if limits.max_steps and settings.steps > limits.max_steps:
+        raise UserError(f"Steps: the server allows at most {limits.max_steps}")
+
+    enabled = [(kind, unit) for kind, unit in units(settings) if unit.enabled]
+    names = {}
+    for kind, unit in enabled:
+        name = catalog.control_for(model_list, kind, unit.model.strip())
+        if name is None:
+            offered = ", ".join(catalog.control_names(kind)) or "none"
+            wanted = repr(unit.model) if unit.model.strip() else f"a {kind} model"
+            raise UserError(f"The server has no {wanted} for the {kind} unit (it has: {offered})")
+        names[kind] = name
+
+    depsgraph = context.evaluated_depsgraph_get()
+    snapshot = snapshot_camera(camera, depsgraph, scene)
+    controls = []
+    if enabled:
+        try:
+            passes = render_passes(scene, context.view_layer.name)
+        except PassesError as error:
+            raise UserError(str(error)) from None
+        for kind, unit in enabled:
+            image = control_maps.control_map(kind, passes, snapshot.camera_to_world)
+            controls.append(
+                tether.Control(
+                    names[kind], image, weight=unit.weight, start=unit.start, end=unit.end
+                )
+            )
+
+    options: dict[str, Any] = {
+        "negative_prompt": settings.negative_prompt,
+        "controls": controls,
+        "seed": choose_seed(settings),
+        "steps": settings.steps,
+        "width": width,
+        "height": height,
+        "model": model or None,
+        "preview": None if settings.preview == "NONE" else settings.preview.lower(),
+    }
+    return Plan(
+        config=config,
+        prompt=settings.prompt,
+        options=options,
+        width=width,
+        height=height,
+        camera=snapshot,
+        targets=targets,
+    )
+
+
+def choose_seed(settings: TetherSettings) -> int:
+    """The seed to send. A random one is drawn here rather than by the server, so that it
+    fits the Seed field and the user can type it in to get the same picture again."""
+    if settings.use_random_seed:
+        return random.randint(0, MAX_SEED)
+    return settings.seed
+
+
+def check_settings(settings: TetherSettings, width: int, height: int) -> None:
+    """Settings the server would refuse, found before rendering anything."""
+    if width % _SIZE_MULTIPLE or height % _SIZE_MULTIPLE or width <= 0 or height <= 0:
+        raise UserError(
+            f"Render size {width}x{height}: width and height must be multiples of "
+            f"{_SIZE_MULTIPLE} (Output properties > Resolution and %)"
+        )
+    for kind, unit in units(settings):
+        if unit.enabled and unit.start >= unit.end:
+            raise UserError(
+                f"{kind.capitalize()} unit: Start ({unit.start:.2f}) must be before "
+                f"End ({unit.end:.2f})"
+            )
+
+
+def list_models(config: ClientConfig) -> tether.ModelList:
+    """Ask the server what it offers (also proves it is reachable and takes the token)
+    and remember the answer for the panel."""
+    try:
+        with open_client(config) as client:
+            model_list = client.models(timeout=LIST_MODELS_TIMEOUT)
+    except tether.TetherError as error:
+        raise UserError(describe_error(error, config.address)) from None
+    catalog.remember(model_list)
+    return model_list

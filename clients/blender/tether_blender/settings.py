@@ -1,0 +1,124 @@
+"""Per-scene generation settings (saved with the .blend): ``scene.tether``."""
+
+from __future__ import annotations
+
+import bpy
+
+from . import catalog
+from .control_maps import KINDS
+
+__all__ = ["CLASSES", "MAX_SEED", "TetherSettings", "TetherUnit", "register", "units", "unregister"]
+
+MAX_SEED = 2**31 - 1  # Blender's IntProperty is a signed 32-bit int
+
+
+def _search_base_models(self: bpy.types.PropertyGroup, context: bpy.types.Context, text: str):
+    return [name for name in catalog.base_model_names() if text.lower() in name.lower()]
+
+
+def _search_control_models(self: bpy.types.PropertyGroup, context: bpy.types.Context, text: str):
+    # The unit's kind is its property name on TetherSettings: "tether.depth" -> "depth".
+    kind = self.path_from_id().rpartition(".")[2]
+    return [name for name in catalog.control_names(kind) if text.lower() in name.lower()]
+
+
+class TetherUnit(bpy.types.PropertyGroup):
+    """One ControlNet unit made from a render pass."""
+
+    enabled: bpy.props.BoolProperty(name="Enabled", default=True)
+    model: bpy.props.StringProperty(
+        name="Model",
+        description="Control model on the server; empty = the server's first of this kind",
+        search=_search_control_models,
+    )
+    weight: bpy.props.FloatProperty(
+        name="Weight",
+        description="How strongly this map steers the picture",
+        default=1.0,
+        min=0.0,
+        max=2.0,
+    )
+    start: bpy.props.FloatProperty(
+        name="Start",
+        description="Fraction of the steps at which the unit starts acting",
+        default=0.0,
+        min=0.0,
+        max=1.0,
+        subtype="FACTOR",
+    )
+    end: bpy.props.FloatProperty(
+        name="End",
+        description="Fraction of the steps at which the unit stops acting",
+        default=1.0,
+        min=0.0,
+        max=1.0,
+        subtype="FACTOR",
+    )
+
+
+class TetherSettings(bpy.types.PropertyGroup):
+    prompt: bpy.props.StringProperty(name="Prompt", description="What the picture shows")
+    negative_prompt: bpy.props.StringProperty(
+        name="Negative", description="What the picture should not show"
+    )
+    model: bpy.props.StringProperty(
+        name="Model",
+        description="Base model on the server; empty = the server's default",
+        search=_search_base_models,
+    )
+    use_random_seed: bpy.props.BoolProperty(
+        name="Random Seed",
+        description="Let the server pick a new seed every time",
+        default=True,
+    )
+    seed: bpy.props.IntProperty(
+        name="Seed",
+        description="Same seed and settings give the same picture",
+        default=0,
+        min=0,
+        max=MAX_SEED,
+    )
+    steps: bpy.props.IntProperty(
+        name="Steps",
+        description="Denoising steps",
+        default=20,
+        min=1,
+        max=150,
+    )
+    preview: bpy.props.EnumProperty(
+        name="Preview",
+        description="Pictures shown while the server works",
+        items=[
+            ("FAST", "Fast", "A small preview every step, almost free"),
+            ("FULL", "Full", "A full-size preview every step, costs time on the server"),
+            ("NONE", "None", "Only the final picture"),
+        ],
+        default="FAST",
+    )
+    project_onto_selected: bpy.props.BoolProperty(
+        name="Project onto Selected",
+        description=(
+            "When the picture is done, give the selected meshes a UV map projected from "
+            "the camera and a material showing the picture"
+        ),
+        default=False,
+    )
+    # One unit per kind in control_maps.KINDS, named after the kind.
+    depth: bpy.props.PointerProperty(type=TetherUnit, name="Depth")
+    normal: bpy.props.PointerProperty(type=TetherUnit, name="Normal")
+
+
+def units(settings: TetherSettings) -> list[tuple[str, TetherUnit]]:
+    """(kind, unit) for every unit, in panel order."""
+    return [(kind, getattr(settings, kind)) for kind in KINDS]
+
+
+CLASSES = (TetherUnit, TetherSettings)
+
+
+def register() -> None:
+    bpy.types.Scene.tether = bpy.props.PointerProperty(type=TetherSettings)
+
+
+def unregister() -> None:
+    del bpy.types.Scene.tether

@@ -1,0 +1,80 @@
+"""The panel, in the 3D View's sidebar (N) under the "Tether" tab."""
+
+from __future__ import annotations
+
+import bpy
+
+from . import generation
+from .passes import render_size
+from .settings import units
+
+__all__ = ["CLASSES", "draw_status"]
+
+
+class VIEW3D_PT_tether(bpy.types.Panel):
+    bl_label = "Tether"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Tether"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        settings = context.scene.tether
+        layout.prop(settings, "prompt", text="")
+        layout.prop(settings, "negative_prompt", text="", icon="REMOVE")
+
+        column = layout.column(align=True)
+        row = column.row(align=True)
+        row.prop(settings, "model", text="", icon="SHADING_RENDERED")
+        row.operator("tether.refresh_models", text="", icon="FILE_REFRESH")
+        column.prop(settings, "steps")
+        row = column.row(align=True)
+        row.prop(settings, "use_random_seed", text="", icon="RNDCURVE")
+        sub = row.row(align=True)
+        sub.enabled = not settings.use_random_seed
+        sub.prop(settings, "seed")
+        width, height = render_size(context.scene)
+        column.label(text=f"Size: {width} x {height} (render resolution)", icon="IMAGE_DATA")
+        layout.prop(settings, "preview")
+
+        for kind, unit in units(settings):
+            box = layout.box()
+            header = box.row()
+            header.prop(unit, "enabled", text=f"{kind.capitalize()} from render")
+            body = box.column(align=True)
+            body.enabled = unit.enabled
+            body.prop(unit, "model", text="", icon="NODE_TEXTURE")
+            body.prop(unit, "weight")
+            row = body.row(align=True)
+            row.prop(unit, "start")
+            row.prop(unit, "end")
+
+        layout.prop(settings, "project_onto_selected")
+        draw_status(layout)
+
+
+def draw_status(layout: bpy.types.UILayout) -> None:
+    """Generate, or progress and Cancel while a job runs, then how the last one ended."""
+    running = generation.current()
+    if running is not None:
+        row = layout.row(align=True)
+        if running.queue_position is not None:
+            row.label(text=f"Queued, {running.queue_position} ahead", icon="SORTTIME")
+        else:
+            row.label(text=f"Step {running.step} / {running.total}", icon="RENDER_STILL")
+        row.operator("tether.cancel", text="Cancel", icon="CANCEL")
+        return
+    layout.operator("tether.generate", icon="RENDER_STILL")
+    done = generation.last()
+    if done is None:
+        return
+    level, message = done.outcome()
+    icon = {"ERROR": "ERROR", "WARNING": "INFO"}.get(level, "CHECKMARK")
+    row = layout.row()
+    row.alert = level == "ERROR"
+    row.label(text=message.removeprefix("Tether: "), icon=icon)
+    if done.seed is not None:
+        layout.operator("tether.project_result", icon="MOD_UVPROJECT")
+
+
+CLASSES = (VIEW3D_PT_tether,)

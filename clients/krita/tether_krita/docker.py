@@ -1,0 +1,252 @@
+"""The Tether docker: server, prompt and repaint parameters, and the running job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from krita import DockWidget
+from PyQt5.QtCore import QTimer
+from PyQt5.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import plugin
+from .background import BackgroundCall
+from .controller import default_client
+from .messages import describe
+from .settings import RANDOM_SEED, Settings
+
+DEFAULT_MODEL_LABEL = "(server default)"
+MAX_SEED = 2**31 - 1  # QSpinBox holds a C int
+
+
+class TetherDocker(DockWidget):
+    def __init__(self) -> None:
+        super().__init__()
+        self.setWindowTitle("Tether")
+        self._models_call: BackgroundCall | None = None
+        self._models_timer = QTimer(self)
+        self._models_timer.setInterval(plugin.POLL_INTERVAL_MS)
+        self._models_timer.timeout.connect(self._poll_models)
+        self._build()
+        self._load(plugin.load_settings())
+        self._connect_storage()
+        plugin.instance().add_display(self)
+
+    # --- layout -------------------------------------------------------------------------
+    def _build(self) -> None:
+        root = QWidget(self)
+        column = QVBoxLayout(root)
+        form = QFormLayout()
+        column.addLayout(form)
+
+        self.address = QLineEdit()
+        self.token = QLineEdit()
+        self.token.setEchoMode(QLineEdit.Password)
+        self.token.setPlaceholderText("none")
+        self.model = QComboBox()
+        self.refresh = QPushButton("Refresh")
+        self.refresh.setToolTip("Ask the server for its models")
+        self.refresh.clicked.connect(self.refresh_models)
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model, 1)
+        model_row.addWidget(self.refresh)
+        form.addRow("Server", self.address)
+        form.addRow("Token", self.token)
+        form.addRow("Model", model_row)
+
+        self.prompt = QPlainTextEdit()
+        self.prompt.setPlaceholderText("What to paint in the selection")
+        self.prompt.setMaximumHeight(80)
+        self.negative_prompt = QPlainTextEdit()
+        self.negative_prompt.setPlaceholderText("What to avoid")
+        self.negative_prompt.setMaximumHeight(50)
+        form.addRow("Prompt", self.prompt)
+        form.addRow("Negative", self.negative_prompt)
+
+        self.strength = _double_box(0.05, 1.0, 0.05, "How much of the selection is repainted")
+        self.edge_weight = _double_box(0.0, 2.0, 0.05, "How closely the edges are followed")
+        self.edge_low = _int_box(0, 255, "Canny low threshold")
+        self.edge_high = _int_box(0, 255, "Canny high threshold")
+        thresholds = QHBoxLayout()
+        thresholds.addWidget(self.edge_low)
+        thresholds.addWidget(self.edge_high)
+        self.steps = _int_box(1, 150, "Denoising steps")
+        self.seed = _int_box(RANDOM_SEED, MAX_SEED, "Seed of the noise; 'random' draws one")
+        self.seed.setSpecialValueText("random")
+        self.context = _int_box(0, 200, "Context around the selection, % of its longer side")
+        self.context.setSuffix(" %")
+        self.show_edges = QCheckBox("Show edges as a layer")
+        form.addRow("Strength", self.strength)
+        form.addRow("Edge weight", self.edge_weight)
+        form.addRow("Edge thresholds", thresholds)
+        form.addRow("Steps", self.steps)
+        form.addRow("Seed", self.seed)
+        form.addRow("Context", self.context)
+        form.addRow("", self.show_edges)
+
+        buttons = QHBoxLayout()
+        self.repaint_button = QPushButton("Repaint selection")
+        self.repaint_button.clicked.connect(self.repaint)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(lambda: plugin.instance().cancel())
+        buttons.addWidget(self.repaint_button, 1)
+        buttons.addWidget(self.cancel_button)
+        column.addLayout(buttons)
+        self.progress = QProgressBar()
+        self.progress.setTextVisible(False)
+        column.addWidget(self.progress)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        column.addWidget(self.status)
+        column.addStretch(1)
+        self.setWidget(root)
+
+    # --- settings -----------------------------------------------------------------------
+    def settings(self) -> Settings:
+        model = self.model.currentText()
+        return Settings(
+            address=self.address.text().strip(),
+            token=self.token.text().strip(),
+            model="" if model == DEFAULT_MODEL_LABEL else model,
+            prompt=self.prompt.toPlainText(),
+            negative_prompt=self.negative_prompt.toPlainText(),
+            strength=self.strength.value(),
+            edge_weight=self.edge_weight.value(),
+            edge_low=self.edge_low.value(),
+            edge_high=self.edge_high.value(),
+            steps=self.steps.value(),
+            seed=self.seed.value(),
+            show_edges=self.show_edges.isChecked(),
+            context_percent=self.context.value(),
+        )
+
+    def _load(self, settings: Settings) -> None:
+        self.address.setText(settings.address)
+        self.token.setText(settings.token)
+        self._set_models([settings.model] if settings.model else [], settings.model)
+        self.prompt.setPlainText(settings.prompt)
+        self.negative_prompt.setPlainText(settings.negative_prompt)
+        self.strength.setValue(settings.strength)
+        self.edge_weight.setValue(settings.edge_weight)
+        self.edge_low.setValue(settings.edge_low)
+        self.edge_high.setValue(settings.edge_high)
+        self.steps.setValue(settings.steps)
+        self.seed.setValue(max(RANDOM_SEED, min(settings.seed, MAX_SEED)))
+        self.show_edges.setChecked(settings.show_edges)
+        self.context.setValue(settings.context_percent)
+
+    def _connect_storage(self) -> None:
+        store = self._store
+        for line in (self.address, self.token):
+            line.editingFinished.connect(store)
+        for text in (self.prompt, self.negative_prompt):
+            text.textChanged.connect(store)
+        for box in (self.strength, self.edge_weight, self.edge_low, self.edge_high):
+            box.valueChanged.connect(store)
+        for box in (self.steps, self.seed, self.context):
+            box.valueChanged.connect(store)
+        self.show_edges.toggled.connect(store)
+        self.model.currentIndexChanged.connect(store)
+
+    def _store(self, *_: Any) -> None:
+        plugin.store_settings(self.settings())
+
+    # --- models -------------------------------------------------------------------------
+    def refresh_models(self) -> None:
+        if self._models_call is not None and not self._models_call.done:
+            return
+        settings = self.settings()
+        self.show_status(f"Asking {settings.address} for its models…")
+        self.refresh.setEnabled(False)
+
+        def fetch() -> Any:
+            client = default_client(settings)
+            try:
+                return client.models(timeout=10.0)
+            finally:
+                client.close()
+
+        self._models_call = BackgroundCall(
+            fetch,
+            on_result=lambda models: self._models_arrived(models, settings.model),
+            on_error=lambda error: self._models_failed(describe(error, settings.address)),
+        )
+        self._models_timer.start()
+
+    def _poll_models(self) -> None:
+        if self._models_call is None or self._models_call.poll():
+            self._models_timer.stop()
+            self.refresh.setEnabled(True)
+
+    def _models_arrived(self, models: Any, current: str) -> None:
+        names = [model.name for model in models.models]
+        self._set_models(names, current)
+        canny = [c.name for c in models.controls if c.kind == "canny"]
+        note = "" if canny else " It has no canny control model: Repaint needs one."
+        self.show_status(f"The server offers {len(names)} model(s).{note}")
+
+    def _models_failed(self, message: str) -> None:
+        self.show_status(message)
+
+    def _set_models(self, names: list[str], current: str) -> None:
+        self.model.blockSignals(True)
+        self.model.clear()
+        self.model.addItem(DEFAULT_MODEL_LABEL)
+        self.model.addItems(names)
+        index = self.model.findText(current) if current else 0
+        self.model.setCurrentIndex(max(index, 0))
+        self.model.blockSignals(False)
+
+    # --- job ----------------------------------------------------------------------------
+    def repaint(self) -> None:
+        settings = self.settings()
+        plugin.store_settings(settings)
+        plugin.instance().repaint(settings=settings)
+
+    def show_status(self, text: str) -> None:
+        self.status.setText(text)
+
+    def show_progress(self, step: int, total: int) -> None:
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(step)
+
+    def set_running(self, running: bool) -> None:
+        self.repaint_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        if running:
+            self.progress.setRange(0, 0)  # busy until the first step arrives
+        else:
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+
+    def canvasChanged(self, canvas: Any) -> None:  # noqa: N802 - Krita's virtual
+        """Required by DockWidget; the docker works on whichever document is active."""
+
+
+def _double_box(low: float, high: float, step: float, tip: str) -> QDoubleSpinBox:
+    box = QDoubleSpinBox()
+    box.setRange(low, high)
+    box.setSingleStep(step)
+    box.setDecimals(2)
+    box.setToolTip(tip)
+    return box
+
+
+def _int_box(low: int, high: int, tip: str) -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(low, high)
+    box.setToolTip(tip)
+    return box

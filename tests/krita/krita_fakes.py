@@ -1,0 +1,324 @@
+"""Small stand-ins for Krita's document API and for a Tether client, for the plugin's
+logic tests. They mirror the calls tether_krita.document makes and keep what Krita keeps:
+raw pixel bytes in the document's colour space, and an undo log of the node additions
+and removals that Krita records as undo steps (pixel writes are not undoable there)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import tether
+
+BYTES_PER_PIXEL = {
+    ("RGBA", "U8"): 4,
+    ("RGBA", "U16"): 8,
+    ("RGBA", "F16"): 8,
+    ("RGBA", "F32"): 16,
+    ("GRAYA", "U8"): 2,
+    ("GRAYA", "U16"): 4,
+    ("GRAYA", "F16"): 4,
+    ("GRAYA", "F32"): 8,
+    ("CMYKA", "U8"): 5,
+}
+
+
+class FakeSelection:
+    """Krita's Selection over a whole-canvas uint8 mask."""
+
+    def __init__(self, mask: np.ndarray) -> None:
+        self.mask = mask.astype(np.uint8)
+
+    def _bounds(self) -> tuple[int, int, int, int]:
+        ys, xs = np.nonzero(self.mask)
+        if len(xs) == 0:
+            return 0, 0, 0, 0
+        return (
+            int(xs.min()),
+            int(ys.min()),
+            int(xs.max() - xs.min() + 1),
+            int(ys.max() - ys.min() + 1),
+        )
+
+    def x(self) -> int:
+        return self._bounds()[0]
+
+    def y(self) -> int:
+        return self._bounds()[1]
+
+    def width(self) -> int:
+        return self._bounds()[2]
+
+    def height(self) -> int:
+        return self._bounds()[3]
+
+    def pixelData(self, x: int, y: int, w: int, h: int) -> bytes:  # noqa: N802
+        out = np.zeros((h, w), dtype=np.uint8)
+        canvas_h, canvas_w = self.mask.shape
+        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, canvas_w), min(y + h, canvas_h)
+        if x1 > x0 and y1 > y0:
+            out[y0 - y : y1 - y, x0 - x : x1 - x] = self.mask[y0:y1, x0:x1]
+        return out.tobytes()
+
+
+class FakeNode:
+    def __init__(self, document: FakeDocument, name: str, kind: str) -> None:
+        self.document = document
+        self._name = name
+        self._kind = kind
+        self._parent: FakeNode | None = None
+        self._children: list[FakeNode] = []
+        self.blending = "normal"
+        bpp = document.bytes_per_pixel
+        self.data = bytearray(document.canvas_width * document.canvas_height * bpp)
+        self.writes = 0
+
+    def name(self) -> str:
+        return self._name
+
+    def setName(self, name: str) -> None:  # noqa: N802
+        self._name = name
+
+    def type(self) -> str:
+        return self._kind
+
+    def setBlendingMode(self, mode: str) -> None:  # noqa: N802
+        self.blending = mode
+
+    def blendingMode(self) -> str:  # noqa: N802
+        return self.blending
+
+    def parentNode(self) -> FakeNode | None:  # noqa: N802
+        return self._parent
+
+    def childNodes(self) -> list[FakeNode]:  # noqa: N802
+        return list(self._children)
+
+    def addChildNode(self, child: FakeNode, above: FakeNode | None) -> bool:  # noqa: N802
+        index = len(self._children) if above is None else self._children.index(above) + 1
+        self._children.insert(index, child)
+        child._parent = self
+        self.document.undo_log.append(("add", child.name()))
+        return True
+
+    def remove(self) -> bool:
+        assert self._parent is not None, "removing a node that is not in the document"
+        self._parent._children.remove(self)
+        self._parent = None
+        self.document.undo_log.append(("remove", self.name()))
+        return True
+
+    def setPixelData(self, data: bytes, x: int, y: int, w: int, h: int) -> bool:  # noqa: N802
+        bpp = self.document.bytes_per_pixel
+        assert len(data) == w * h * bpp, "wrong byte count for the rectangle"
+        assert x >= 0 and y >= 0, "fake supports writes inside the canvas only"
+        stride = self.document.canvas_width * bpp
+        for row in range(h):
+            start = (y + row) * stride + x * bpp
+            self.data[start : start + w * bpp] = data[row * w * bpp : (row + 1) * w * bpp]
+        self.writes += 1
+        return True
+
+    def pixelData(self, x: int, y: int, w: int, h: int) -> bytes:  # noqa: N802
+        bpp = self.document.bytes_per_pixel
+        stride = self.document.canvas_width * bpp
+        rows = [
+            bytes(self.data[(y + r) * stride + x * bpp : (y + r) * stride + (x + w) * bpp])
+            for r in range(h)
+        ]
+        return b"".join(rows)
+
+
+class FakeDocument:
+    """A document whose projection is its bottom layer (enough for reading), with an undo
+    log. `background` is the bottom layer's bytes in the document's colour space."""
+
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        background: bytes,
+        model: str = "RGBA",
+        depth: str = "U8",
+        profile: str = "sRGB-elle-V2-srgbtrc.icc",
+    ) -> None:
+        self.canvas_width, self.canvas_height = width, height
+        self.model, self.depth, self.profile = model, depth, profile
+        self.bytes_per_pixel = BYTES_PER_PIXEL[(model, depth)]
+        self.root = FakeNode(self, "root", "grouplayer")
+        background_layer = FakeNode(self, "Background", "paintlayer")
+        background_layer.setPixelData(background, 0, 0, width, height)
+        self.root._children.append(background_layer)
+        background_layer._parent = self.root
+        self._selection: FakeSelection | None = None
+        self.undo_log: list[tuple[str, str]] = []
+        self.refreshes = 0
+
+    def width(self) -> int:
+        return self.canvas_width
+
+    def height(self) -> int:
+        return self.canvas_height
+
+    def colorModel(self) -> str:  # noqa: N802
+        return self.model
+
+    def colorDepth(self) -> str:  # noqa: N802
+        return self.depth
+
+    def colorProfile(self) -> str:  # noqa: N802
+        return self.profile
+
+    def selection(self) -> FakeSelection | None:
+        return self._selection
+
+    def setSelection(self, selection: FakeSelection | None) -> None:  # noqa: N802
+        self._selection = selection
+
+    def rootNode(self) -> FakeNode:  # noqa: N802
+        return self.root
+
+    def createNode(self, name: str, kind: str) -> FakeNode:  # noqa: N802
+        return FakeNode(self, name, kind)
+
+    def pixelData(self, x: int, y: int, w: int, h: int) -> bytes:  # noqa: N802
+        return self.root.childNodes()[0].pixelData(x, y, w, h)
+
+    def refreshProjection(self) -> None:  # noqa: N802
+        self.refreshes += 1
+
+    def waitForDone(self) -> None:  # noqa: N802
+        pass
+
+    def layer_names(self) -> list[str]:
+        return [node.name() for node in self.root.childNodes()]
+
+
+def tiny_models(canny: bool = True) -> tether.ModelList:
+    """What the tiny server model answers to ListModels."""
+    controls = [tether.ControlModel("depth", "depth"), tether.ControlModel("normal", "normal")]
+    if canny:
+        controls.insert(0, tether.ControlModel("edges-v11", "canny"))
+    return tether.ModelList(
+        models=[tether.BaseModel("tiny", "sd15", 256, 256)],
+        controls=controls,
+        schedulers=["unipc"],
+        limits=tether.Limits(
+            max_pixels=1024 * 1024,
+            max_steps=150,
+            max_controls=4,
+            max_queue=16,
+            max_batch=4,
+            max_message_bytes=64 << 20,
+        ),
+    )
+
+
+def result(width: int, height: int, color: tuple[int, int, int], seed: int = 7) -> Any:
+    image = np.empty((height, width, 3), dtype=np.uint8)
+    image[:] = color
+    return tether.Result(
+        seed=seed,
+        timings=tether.Timings(0, 0, 0, 0, 0, 1),
+        format="raw",
+        data=image.tobytes(),
+        width=width,
+        height=height,
+    )
+
+
+class FakeStream:
+    """Queued, `steps` Progress events with 1/8-size previews, then a Result — or, with
+    `fail`, the error instead of the result; with `hold`, it waits after the previews
+    until cancelled or released (the way a slow server would)."""
+
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        color: tuple[int, int, int],
+        steps: int = 3,
+        fail: Exception | None = None,
+        hold: bool = False,
+    ) -> None:
+        self.width, self.height, self.color, self.steps = width, height, color, steps
+        self.fail, self.hold = fail, hold
+        self.cancelled = threading.Event()
+        self.released = threading.Event()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def release(self) -> None:
+        """Let a held stream go on to its result."""
+        self.released.set()
+
+    def __iter__(self) -> Iterator[Any]:
+        yield tether.Queued(position=0)
+        for step in range(1, self.steps + 1):
+            if self.cancelled.is_set():
+                raise tether.Cancelled("cancelled by the client")
+            preview = np.full((self.height // 8, self.width // 8, 3), 128, dtype=np.uint8)
+            yield tether.Progress(step=step, total=self.steps, preview=preview)
+        if self.hold:
+            for _ in range(1000):  # at most 10 s
+                if self.cancelled.is_set() or self.released.is_set():
+                    break
+                self.cancelled.wait(timeout=0.01)
+        if self.cancelled.is_set():
+            raise tether.Cancelled("cancelled by the client")
+        if self.fail is not None:
+            raise self.fail
+        yield result(self.width, self.height, self.color)
+
+
+class FakeClient:
+    """Records every call. `down` makes every call fail as an unreachable server does;
+    `reject` makes Generate fail with that error after the previews."""
+
+    def __init__(
+        self,
+        color: tuple[int, int, int] = (200, 100, 50),
+        models: tether.ModelList | None = None,
+        down: bool = False,
+        reject: Exception | None = None,
+        hold: bool = False,
+    ) -> None:
+        self.color = color
+        self.model_list = models or tiny_models()
+        self.down = down
+        self.reject = reject
+        self.hold = hold
+        self.preprocessed: list[tuple[Any, dict[str, Any]]] = []
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.streams: list[FakeStream] = []
+        self.closed = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise tether.Unavailable("failed to connect to all addresses")
+
+    def models(self, *, timeout: float | None = None) -> tether.ModelList:
+        self._check()
+        return self.model_list
+
+    def preprocess(self, control: Any, **options: Any) -> np.ndarray:
+        self._check()
+        self.preprocessed.append((control, options))
+        edges = np.zeros((options["height"], options["width"], 3), dtype=np.uint8)
+        edges[:, ::4] = 255
+        return edges
+
+    def stream(self, prompt: str, **options: Any) -> FakeStream:
+        self._check()
+        self.requests.append((prompt, options))
+        stream = FakeStream(
+            options["width"], options["height"], self.color, fail=self.reject, hold=self.hold
+        )
+        self.streams.append(stream)
+        return stream
+
+    def close(self) -> None:
+        self.closed = True
