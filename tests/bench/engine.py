@@ -125,7 +125,7 @@ def main() -> None:
     control_tensors = [torch.from_numpy(m).permute(2, 0, 1)[None] for m in maps]
 
     def diffusers_run(ends):
-        pipe(
+        return pipe(
             prompt="a castle on a hill",
             negative_prompt="blurry",
             image=control_tensors,
@@ -137,7 +137,7 @@ def main() -> None:
             control_guidance_start=[0.0, 0.0, 0.0],
             control_guidance_end=ends,
             output_type="np",
-        )
+        ).images[0]
 
     def job(ends, seed=0, preview="none") -> Job:
         return Job(
@@ -156,7 +156,13 @@ def main() -> None:
         )
 
     every_step, half = [1.0, 1.0, 1.0], [1.0, 0.5, 0.5]
-    results = {}
+    # Same image as diffusers? (bit-exact in float32; fp16 rounds per-unit weights apart)
+    results = {
+        "max_abs_diff_vs_diffusers": {
+            name: float(np.abs(engine.run([job(e)])[0].image - diffusers_run(e)).max())
+            for name, e in (("plain", every_step), ("windowed", half))
+        }
+    }
     for name, ends in (("plain", every_step), ("windowed", half)):
         reference = median_time(lambda e=ends: diffusers_run(e), args.repeats, device)
         ours = median_time(lambda e=ends: engine.run([job(e)]), args.repeats, device)
