@@ -32,7 +32,7 @@ def render(width: int = 256, height: int = 256, fov_degrees: float = 50.0):
     # 4. Nearest hit: depth along -Z and the surface normal there.
     hit_sphere = t_sphere < t_floor
     t = np.minimum(t_sphere, t_floor)
-    points = rays * t[..., None]
+    points = rays * np.where(np.isfinite(t), t, 0.0)[..., None]
     depth = np.where(np.isfinite(t), -points[..., 2], np.inf).astype(np.float32)
     sphere_normals = (points - centre) / radius
     floor_normals = np.broadcast_to([0.0, 1.0, 0.0], points.shape)

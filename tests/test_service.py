@@ -152,9 +152,54 @@ BAD_REQUESTS = [
         r"controls\[0\].start: must not be after end",
     ),
     (
-        dict(controls=[tether.Control("canny", grey(32))]),
+        dict(controls=[tether.Control.canny(grey(), low=250, high=100)]),
         tether.InvalidArgument,
-        r"controls\[0\].image: is 32x32 .* must be the output size 64x64",
+        r"controls\[0\].canny: thresholds must satisfy 0 <= low <= high <= 255",
+    ),
+    (
+        dict(controls=[tether.Control.depth(np.ones((SIZE, SIZE, 3)))]),
+        tether.InvalidArgument,
+        r"controls\[0\].depth: a depth buffer has 1 channel \(got 3\)",
+    ),
+    (
+        dict(controls=[tether.Control.depth(np.ones((SIZE, SIZE)), near=5.0, far=1.0)]),
+        tether.InvalidArgument,
+        r"controls\[0\].depth: near: must be > 0 and < far",
+    ),
+    (
+        dict(controls=[tether.Control.normal(np.full((SIZE, SIZE, 3), np.nan))]),
+        tether.InvalidArgument,
+        r"controls\[0\].normal: contains NaN; write a zero vector",
+    ),
+    (
+        dict(controls=[tether.Control.normal(np.ones((SIZE, SIZE)))]),
+        tether.InvalidArgument,
+        r"controls\[0\].normal: a normal buffer has 3 or 4 channels \(got 1\)",
+    ),
+    (
+        dict(controls=[tether.Control.normal(np.ones((SIZE, SIZE, 3)), space="world")]),
+        tether.InvalidArgument,
+        r"controls\[0\].normal.camera_to_world: world-space normals need the camera's 4x4",
+    ),
+    (
+        dict(controls=[tether.Control("depth", grey(), preprocessor=tether.Depth())]),
+        tether.InvalidArgument,
+        r"controls\[0\].depth: needs a float buffer",
+    ),
+    (
+        dict(init_image=grey(), mask=grey(32)[:, :, 0]),
+        tether.InvalidArgument,
+        "mask: is 32x32; must be the output size 64x64",
+    ),
+    (
+        dict(mask=grey()),
+        tether.InvalidArgument,
+        "mask: needs init_image",
+    ),
+    (
+        dict(init_image=grey(), mask=grey(), mask_blur=100),
+        tether.InvalidArgument,
+        "mask_blur: must be 0 to 64",
     ),
     (
         dict(controls=[tether.Control("canny", b"GIF89a" + bytes(20))]),
@@ -326,11 +371,12 @@ def test_decompression_bomb_is_refused_before_decoding(client):
 
 
 def test_a_2048_square_rgba_float_buffer_fits_in_a_message(client):
-    big = np.zeros((2048, 2048, 4), dtype=np.float32)  # 64 MiB
-    with pytest.raises(tether.InvalidArgument, match="is 2048x2048"):
-        client.generate(
-            "x", steps=1, width=SIZE, height=SIZE, controls=[tether.Control("depth", big)]
-        )
+    big = np.zeros((2048, 2048, 4), dtype=np.float32)  # 64 MiB, fitted to the output size
+    big[512:1536, 512:1536] = 0.7
+    result = client.generate(
+        "x", steps=1, width=SIZE, height=SIZE, controls=[tether.Control("depth", big)]
+    )
+    assert result.image.shape == (SIZE, SIZE, 3)
 
 
 def test_good_request_after_bad_ones(client):

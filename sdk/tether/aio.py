@@ -7,11 +7,12 @@ from typing import Any
 
 import grpc
 import grpc.aio
+import numpy as np
 
-from . import connection, protocol
+from . import connection, images, protocol
 from ._proto.tether.v1 import tether_pb2, tether_pb2_grpc
 from .errors import Cancelled, Internal, from_status
-from .protocol import Event, ModelList, Progress, Result, ServerInfo
+from .protocol import Control, Event, ModelList, Progress, Result, ServerInfo
 
 
 class Stream:
@@ -75,6 +76,20 @@ class Client:
         request = tether_pb2.GetServerInfoRequest()
         info = await self._unary(self._stub.GetServerInfo, request, timeout)
         return protocol.server_info_from_proto(info)
+
+    async def preprocess(
+        self,
+        control: Control,
+        *,
+        width: int | None = None,
+        height: int | None = None,
+        timeout: float | None = None,
+    ) -> np.ndarray:
+        """The control map the server would use for `control`, fitted to width x height
+        like Generate does (or at the image's size): (H, W, 3) uint8, to show a host's user."""
+        request = protocol.preprocess_request(control, width, height)
+        response = await self._unary(self._stub.Preprocess, request, timeout)
+        return images.array_from_raw(response.image.raw, "preprocessed")
 
     def stream(self, prompt: str, *, timeout: float | None = None, **options: Any) -> Stream:
         """Start a generation and return its events; options as for `tether.Client.stream`."""

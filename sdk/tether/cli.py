@@ -21,24 +21,32 @@ from pathlib import Path
 from . import __version__
 from .client import Client
 from .errors import TetherError
-from .protocol import Control, Progress, Queued, Result
+from .protocol import Canny, Control, Invert, Progress, Queued, Result
 
 _FORMATS_BY_SUFFIX = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 
 
+_PREPROCESSORS = {"canny": Canny, "invert": Invert}
+
+
 def parse_control(spec: str) -> Control:
-    """`MODEL=PATH[@WEIGHT]` -> Control, e.g. `depth=depth.png@0.8`."""
+    """`MODEL=PATH[@WEIGHT][:canny|:invert]` -> Control, e.g. `depth=depth.png@0.8` or
+    `canny=photo.png:canny` (edges found on the server)."""
     model, sep, rest = spec.partition("=")
     if not sep or not model or not rest:
         raise argparse.ArgumentTypeError(
-            f"{spec!r}: expected MODEL=PATH[@WEIGHT], e.g. depth=d.png@0.8"
+            f"{spec!r}: expected MODEL=PATH[@WEIGHT][:canny|:invert], e.g. depth=d.png@0.8"
         )
+    preprocessor = None
+    head, _, suffix = rest.rpartition(":")
+    if head and suffix in _PREPROCESSORS:
+        rest, preprocessor = head, _PREPROCESSORS[suffix]()
     path, _, weight = rest.rpartition("@") if "@" in rest else (rest, "", "")
     try:
         value = float(weight) if weight else 1.0
     except ValueError:
         raise argparse.ArgumentTypeError(f"{spec!r}: weight {weight!r} is not a number") from None
-    return Control(model, Path(path), weight=value)
+    return Control(model, Path(path), weight=value, preprocessor=preprocessor)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,8 +85,9 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         type=parse_control,
-        metavar="MODEL=PATH[@WEIGHT]",
-        help="a control unit; repeat for more",
+        metavar="MODEL=PATH[@WEIGHT][:canny|:invert]",
+        help="a control unit; repeat for more. :canny finds the edges of a photo on the "
+        "server; :invert turns black-on-white line art into a line map",
     )
     gen.add_argument("--steps", type=int)
     gen.add_argument("--seed", type=int)
@@ -88,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--scheduler")
     gen.add_argument("--init", type=Path, help="init image for img2img")
     gen.add_argument("--strength", type=float, help="img2img strength in (0, 1]")
+    gen.add_argument("--mask", type=Path, help="inpainting mask (white = repaint), with --init")
+    gen.add_argument("--mask-blur", type=float, help="mask edge blur in pixels (default 4)")
     gen.add_argument("--previews", type=Path, metavar="DIR", help="save preview frames here")
     gen.add_argument(
         "--preview",
@@ -162,6 +173,8 @@ def _generate(args: argparse.Namespace) -> int:
             scheduler=args.scheduler,
             init_image=args.init,
             strength=args.strength,
+            mask=args.mask,
+            mask_blur=args.mask_blur,
             preview=args.preview if args.previews else None,
             output_format=output_format,
         )

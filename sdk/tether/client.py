@@ -6,11 +6,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
+import numpy as np
 
-from . import connection, protocol
+from . import connection, images, protocol
 from ._proto.tether.v1 import tether_pb2, tether_pb2_grpc
 from .errors import Internal, from_status
-from .protocol import Event, ModelList, Progress, Result, ServerInfo
+from .protocol import Control, Event, ModelList, Progress, Result, ServerInfo
 
 
 class Stream:
@@ -75,12 +76,27 @@ class Client:
         info = self._unary(self._stub.GetServerInfo, tether_pb2.GetServerInfoRequest(), timeout)
         return protocol.server_info_from_proto(info)
 
+    def preprocess(
+        self,
+        control: Control,
+        *,
+        width: int | None = None,
+        height: int | None = None,
+        timeout: float | None = None,
+    ) -> np.ndarray:
+        """The control map the server would use for `control`, fitted to width x height
+        like Generate does (or at the image's size): (H, W, 3) uint8, to show a host's user."""
+        request = protocol.preprocess_request(control, width, height)
+        response = self._unary(self._stub.Preprocess, request, timeout)
+        return images.array_from_raw(response.image.raw, "preprocessed")
+
     def stream(self, prompt: str, *, timeout: float | None = None, **options: Any) -> Stream:
         """Start a generation and return its events (Queued, Progress..., Result).
 
         `options` are the keyword arguments of `tether.protocol.generate_request`:
         negative_prompt, controls, seed, steps, guidance_scale, width, height, scheduler,
-        init_image, strength, model, preview ("fast" or "full"), preview_every,
+        init_image, strength, mask (white = repaint, with init_image), mask_blur, model,
+        preview ("fast" or "full"), preview_every,
         output_format ("raw", "png", "jpeg", "webp").
         """
         request = protocol.generate_request(prompt, **options)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,17 +34,79 @@ OUTPUT_FORMATS = {
     "webp": image_pb2.IMAGE_FORMAT_WEBP,
 }
 _EXTENSIONS = {"png": (".png",), "jpeg": (".jpg", ".jpeg"), "webp": (".webp",)}
+RESIZE_MODES = {
+    "crop": tether_pb2.RESIZE_MODE_CROP_AND_RESIZE,
+    "resize": tether_pb2.RESIZE_MODE_JUST_RESIZE,
+    "fill": tether_pb2.RESIZE_MODE_RESIZE_AND_FILL,
+}
+DEPTH_BUFFERS = {
+    "linear": tether_pb2.DEPTH_BUFFER_LINEAR,
+    "hardware": tether_pb2.DEPTH_BUFFER_HARDWARE,
+    "hardware_reversed": tether_pb2.DEPTH_BUFFER_HARDWARE_REVERSED,
+    "positions": tether_pb2.DEPTH_BUFFER_POSITIONS,
+}
+NORMAL_SPACES = {"view": tether_pb2.NORMAL_SPACE_VIEW, "world": tether_pb2.NORMAL_SPACE_WORLD}
+
+
+@dataclass(frozen=True)
+class Canny:
+    """Edges of a colour image, on the server (OpenCV), thresholds on 8-bit values."""
+
+    low: int = 100
+    high: int = 200
+
+
+@dataclass(frozen=True)
+class Depth:
+    """A renderer's depth buffer, converted on the server with `tether.maps`.
+
+    buffer: "linear" (view depth; `far` optionally marks background), "hardware" or
+    "hardware_reversed" ([0, 1] depth; needs near and far) or "positions" (view-space XYZ).
+    """
+
+    buffer: str = "linear"
+    near: float = 0.0
+    far: float = 0.0
+    bottom_up: bool = False
+
+
+@dataclass(frozen=True)
+class Normal:
+    """A renderer's normal buffer, converted on the server with `tether.maps`.
+
+    space: "view" (+X right, +Y up, +Z toward the viewer) or "world" with
+    `camera_to_world`, the camera's 4x4 world matrix.
+    """
+
+    space: str = "view"
+    camera_to_world: Any = None
+    y_down: bool = False
+    legacy: bool = False
+    bottom_up: bool = False
+
+
+@dataclass(frozen=True)
+class Invert:
+    """1 - value: black-on-white line art to white-on-black line maps."""
+
+
+Preprocessor = Canny | Depth | Normal | Invert
 
 
 @dataclass
 class Control:
-    """One ControlNet unit: a control model name (see `Client.models()`) and its map.
+    """One ControlNet unit: a control model name (see `Client.models()`) and its image.
 
-    `image` is the control map in the model's convention, of the output size: a numpy
-    array (uint8, or float in 0..1 sent without 8-bit loss), PNG/JPEG/WebP bytes, a path or
-    a PIL image. `weight` in [0, 2]; the unit acts from `start` to `end` (fractions of the
-    steps); `mode` is "balanced", "prompt" (the prompt matters more) or "control" (the
-    control matters more).
+    `image` is the control map in the model's convention, or what `preprocessor` turns
+    into one on the server: a numpy array (uint8, or float sent without 8-bit loss),
+    PNG/JPEG/WebP bytes, a path or a PIL image. Another size than the output is fitted by
+    `resize`: "crop" (cover and crop the centre), "resize" (stretch) or "fill" (fit inside,
+    fill the borders). `weight` in [0, 2]; the unit acts from `start` to `end` (fractions
+    of the steps); `mode` is "balanced", "prompt" (the prompt matters more) or "control"
+    (the control matters more).
+
+    One line per unit from what a host has: `Control.depth(zbuffer, near=0.1, far=100)`,
+    `Control.normal(normals, space="world", camera=matrix)`, `Control.canny(photo)`.
     """
 
     model: str
@@ -52,18 +115,127 @@ class Control:
     start: float = 0.0
     end: float = 1.0
     mode: str = "balanced"
+    preprocessor: Preprocessor | None = None
+    resize: str = "crop"
+
+    @classmethod
+    def canny(
+        cls,
+        image: ImageInput,
+        *,
+        low: int = 100,
+        high: int = 200,
+        model: str = "canny",
+        **unit: Any,
+    ) -> Control:
+        """Edges of a colour image, found on the server. `unit`: weight, start, end, mode,
+        resize."""
+        return cls(model, image, preprocessor=Canny(low, high), **unit)
+
+    @classmethod
+    def depth(
+        cls,
+        buffer: np.ndarray,
+        *,
+        near: float | None = None,
+        far: float | None = None,
+        reversed_z: bool = False,
+        positions: bool = False,
+        bottom_up: bool = False,
+        model: str = "depth",
+        **unit: Any,
+    ) -> Control:
+        """A depth buffer as the renderer has it, converted on the server: linear view
+        depth (optionally `far` marks the background), a hardware [0, 1] buffer when `near`
+        and `far` are given (`reversed_z` for reversed-Z), or view-space positions."""
+        if positions:
+            kind = "positions"
+        elif near is not None:
+            kind = "hardware_reversed" if reversed_z else "hardware"
+        else:
+            kind = "linear"
+        settings = Depth(kind, near or 0.0, far or 0.0, bottom_up)
+        return cls(model, _float_buffer(buffer), preprocessor=settings, **unit)
+
+    @classmethod
+    def normal(
+        cls,
+        normals: np.ndarray,
+        *,
+        space: str = "view",
+        camera: Any = None,
+        y_down: bool = False,
+        legacy: bool = False,
+        bottom_up: bool = False,
+        model: str = "normal",
+        **unit: Any,
+    ) -> Control:
+        """A normal buffer (signed, 3 or 4 channels), converted on the server: view space,
+        or world space with `camera`, the camera's 4x4 world matrix (camera to world, e.g.
+        Blender's camera.matrix_world)."""
+        settings = Normal(space, camera, y_down, legacy, bottom_up)
+        return cls(model, _float_buffer(normals), preprocessor=settings, **unit)
 
     def to_proto(self, field: str = "control") -> tether_pb2.ControlUnit:
         if self.mode not in CONTROL_MODES:
             raise ValueError(f"{field}.mode: must be one of {', '.join(CONTROL_MODES)}")
-        return tether_pb2.ControlUnit(
+        if self.resize not in RESIZE_MODES:
+            raise ValueError(f"{field}.resize: must be one of {', '.join(RESIZE_MODES)}")
+        unit = tether_pb2.ControlUnit(
             model=self.model,
             image=images.to_proto(self.image, f"{field}.image"),
             weight=self.weight,
             start=self.start,
             end=self.end,
             mode=CONTROL_MODES[self.mode],
+            resize=RESIZE_MODES[self.resize],
         )
+        settings = self.preprocessor
+        if isinstance(settings, Canny):
+            unit.canny.CopyFrom(tether_pb2.CannyPreprocessor(low=settings.low, high=settings.high))
+        elif isinstance(settings, Depth):
+            if settings.buffer not in DEPTH_BUFFERS:
+                raise ValueError(f"{field}.depth.buffer: must be one of {', '.join(DEPTH_BUFFERS)}")
+            unit.depth.CopyFrom(
+                tether_pb2.DepthPreprocessor(
+                    buffer=DEPTH_BUFFERS[settings.buffer],
+                    near=settings.near,
+                    far=settings.far,
+                    bottom_up=settings.bottom_up,
+                )
+            )
+        elif isinstance(settings, Normal):
+            if settings.space not in NORMAL_SPACES:
+                raise ValueError(f"{field}.normal.space: must be one of {', '.join(NORMAL_SPACES)}")
+            unit.normal.CopyFrom(
+                tether_pb2.NormalPreprocessor(
+                    space=NORMAL_SPACES[settings.space],
+                    camera_to_world=_matrix(settings.camera_to_world, f"{field}.normal.camera"),
+                    y_down=settings.y_down,
+                    legacy=settings.legacy,
+                    bottom_up=settings.bottom_up,
+                )
+            )
+        elif isinstance(settings, Invert):
+            unit.invert.SetInParent()
+        return unit
+
+
+def _float_buffer(buffer: Any) -> np.ndarray:
+    """Buffers travel as floats: an integer buffer would be read as 8-bit colour."""
+    array = np.asarray(buffer)
+    return array if array.dtype.kind == "f" else array.astype(np.float32)
+
+
+def _matrix(matrix: Any, field: str) -> list[float]:
+    if matrix is None:
+        return []
+    values = np.asarray(matrix, dtype=np.float64)
+    if values.shape != (4, 4):
+        raise ValueError(
+            f"{field}: expected a 4x4 camera-to-world matrix, got shape {values.shape}"
+        )
+    return values.reshape(16).tolist()
 
 
 @dataclass(frozen=True)
@@ -191,6 +363,8 @@ def generate_request(
     scheduler: str | None = None,
     init_image: ImageInput | None = None,
     strength: float | None = None,
+    mask: ImageInput | None = None,
+    mask_blur: float | None = None,
     model: str | None = None,
     preview: str | None = None,
     preview_every: int = 1,
@@ -222,12 +396,26 @@ def generate_request(
         ("steps", steps),
         ("guidance_scale", guidance_scale),
         ("strength", strength),
+        ("mask_blur", mask_blur),
     ):
         if value is not None:
             setattr(request, name, value)
     if init_image is not None:
         request.init_image.CopyFrom(images.to_proto(init_image, "init_image"))
+    if mask is not None:
+        request.mask.CopyFrom(images.to_proto(mask, "mask"))
     return request
+
+
+def preprocess_request(
+    control: Control, width: int | None, height: int | None
+) -> tether_pb2.PreprocessRequest:
+    return tether_pb2.PreprocessRequest(
+        control=control.to_proto("control"),
+        width=width or 0,
+        height=height or 0,
+        format=image_pb2.IMAGE_FORMAT_RAW,
+    )
 
 
 def event_from_proto(event: tether_pb2.GenerateEvent) -> Event:

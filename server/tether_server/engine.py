@@ -77,6 +77,8 @@ class Job:
     controls: list[ControlInput] = field(default_factory=list)
     init_image: np.ndarray | None = None  # (height, width, 3) float32 in [0, 1]
     strength: float = 0.75
+    # Inpainting, with init_image: (height, width) float32, 1 = repaint, 0 = keep.
+    mask: np.ndarray | None = None
     preview: str = "none"
     preview_every: int = 1
     # Called after every step with (step, total, preview or None); preview is
@@ -96,6 +98,15 @@ class Output:
     denoise_ms: float
     decode_ms: float
     batch_size: int
+
+
+@dataclass
+class _Inpaint:
+    """What the loop blends back outside the mask at every step."""
+
+    mask: torch.Tensor  # (batch, 1, h, w) latent-size mask, 1 = repaint
+    image_latents: torch.Tensor  # the init images, encoded
+    noise: torch.Tensor  # the noise the init latents were (or would be) noised with
 
 
 @dataclass
@@ -171,6 +182,13 @@ class Engine:
                     f"steps x strength = {job.steps} x {job.strength:g} leaves no step to run; "
                     "raise steps or strength",
                 )
+        if job.mask is not None:
+            if job.init_image is None:
+                raise invalid("mask", "needs init_image: inpainting repaints part of an image")
+            if job.mask.shape != size[:2]:
+                raise invalid(
+                    "mask", f"is {_describe(job.mask)}; must be the output size {_wxh(job)}"
+                )
         if len(job.controls) > self.max_controls:
             raise invalid(
                 "controls", f"at most {self.max_controls} units (got {len(job.controls)})"
@@ -211,6 +229,8 @@ class Engine:
             job.guidance_scale > 1,
             tuple(unit.model for unit in job.controls),
             None if job.init_image is None else int(job.steps * job.strength),
+            job.mask is not None and job.strength == 1.0,
+            job.mask is not None,
         )
 
     # -- the run ---------------------------------------------------------------------------
@@ -245,7 +265,7 @@ class Engine:
 
         # 3. Initial latents from per-job CPU generators (the seed contract in DESIGN.md).
         generators = [torch.Generator("cpu").manual_seed(job.seed) for job in jobs]
-        latents = self._initial_latents(jobs, generators, scheduler, timesteps)
+        latents, inpaint = self._initial_latents(jobs, generators, scheduler, timesteps)
 
         # 4. Control units: the conditioning embedding of each image is computed once here.
         units = [self._prepare_unit(jobs, slot, cfg) for slot in range(len(first.controls))]
@@ -298,6 +318,15 @@ class Engine:
             before = latents
             result = scheduler.step(noise_pred, t, latents, **step_kwargs)
             latents = result.prev_sample
+            if inpaint is not None:
+                # Keep the unmasked area on the init image's own noising trajectory, as
+                # diffusers' StableDiffusionControlNetInpaintPipeline does for 4-channel UNets.
+                proper = inpaint.image_latents
+                if i < total - 1:
+                    proper = scheduler.add_noise(
+                        proper, inpaint.noise, torch.tensor([timesteps[i + 1]])
+                    )
+                latents = (1 - inpaint.mask) * proper + inpaint.mask * latents
             self._report(jobs, live, i + 1, total, scheduler, result, before, noise_pred, t)
 
         # 6. Decode the jobs still wanted.
@@ -306,6 +335,12 @@ class Engine:
             return [None] * batch
         denoised = _sync_time(device)
         images = self._decode(latents[keep])
+        for k, j in enumerate(keep):
+            if jobs[j].mask is not None:
+                # Outside the mask, the init image's own pixels: the VAE round trip would
+                # otherwise shift every pixel slightly.
+                soft = jobs[j].mask[:, :, None]
+                images[k] = jobs[j].init_image * (1 - soft) + images[k] * soft
         finished = _sync_time(device)
         outputs: list[Output | None] = [None] * batch
         for image, j in zip(images, keep):
@@ -342,7 +377,9 @@ class Engine:
             self._prompt_cache.popitem(last=False)
         return embeds
 
-    def _initial_latents(self, jobs, generators, scheduler, timesteps) -> torch.Tensor:
+    def _initial_latents(self, jobs, generators, scheduler, timesteps):
+        """(latents, _Inpaint or None): pure noise, the noised init image, or for
+        inpainting with strength 1 pure noise plus what the loop blends back."""
         models = self.models
         device, dtype = models.device, models.dtype
         scale = models.vae.config.scaling_factor
@@ -355,7 +392,7 @@ class Engine:
         )
         if first.init_image is None:
             noise = randn_tensor(shape, generator=generators, device=device, dtype=dtype)
-            return noise * scheduler.init_noise_sigma
+            return noise * scheduler.init_noise_sigma, None
         # Encode one image at a time with its own generator, as diffusers does for a list of
         # generators: the posterior sample draws from the job's generator before the noise.
         init = []
@@ -364,7 +401,19 @@ class Engine:
             init.append(models.vae.encode(pixels).latent_dist.sample(generator))
         init_latents = torch.cat(init) * scale
         noise = randn_tensor(init_latents.shape, generator=generators, device=device, dtype=dtype)
-        return scheduler.add_noise(init_latents, noise, timesteps[:1].repeat(len(jobs)))
+        start = timesteps[:1].repeat(len(jobs))
+        if first.mask is None:
+            return scheduler.add_noise(init_latents, noise, start), None
+        # diffusers' inpaint pipeline also encodes the masked image (for 9-channel UNets);
+        # its posterior sample draws from each generator. Draw the same to keep seeds equal.
+        randn_tensor(init_latents.shape, generator=generators, device=device, dtype=dtype)
+        if first.strength == 1.0:
+            latents = noise * scheduler.init_noise_sigma
+        else:
+            latents = scheduler.add_noise(init_latents, noise, start)
+        hard = np.stack([(job.mask >= 0.5).astype(np.float32) for job in jobs])[:, None]
+        mask = torch.nn.functional.interpolate(torch.from_numpy(hard), size=shape[2:])
+        return latents, _Inpaint(mask.to(device=device, dtype=dtype), init_latents, noise)
 
     def _prepare_unit(self, jobs: list[Job], slot: int, cfg: bool) -> _Unit:
         models = self.models

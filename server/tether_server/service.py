@@ -12,11 +12,13 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 
+import cv2
 import grpc
+import numpy as np
 import torch
 from tether._proto.tether.v1 import image_pb2, tether_pb2, tether_pb2_grpc
 
-from . import __version__, images, schedulers
+from . import __version__, images, preprocess, schedulers
 from .engine import ControlInput, Job
 from .errors import (
     Cancelled,
@@ -27,6 +29,7 @@ from .errors import (
     Unavailable,
     invalid,
 )
+from .preprocess import MAX_INPUT_PIXELS
 from .worker import Done, Failed, Queued, Ticket, Worker
 
 log = logging.getLogger("tether.service")
@@ -39,12 +42,10 @@ STATUS_CODES: dict[type[TetherError], grpc.StatusCode] = {
     Cancelled: grpc.StatusCode.CANCELLED,
 }
 
-# Input images may be larger than outputs (hosts send their full buffers); past this a
-# file is refused before it is decoded.
-MAX_INPUT_PIXELS = 4096 * 4096
 DEFAULT_STEPS = 20
 DEFAULT_GUIDANCE = 7.5
 DEFAULT_STRENGTH = 0.75
+DEFAULT_MASK_BLUR = 4.0
 
 _CONTROL_MODES = {
     tether_pb2.CONTROL_MODE_UNSPECIFIED: "balanced",
@@ -105,6 +106,35 @@ class TetherService(tether_pb2_grpc.TetherServicer):
             job.cancel.set()
             worker.withdraw(ticket)
 
+    async def Preprocess(
+        self, request: tether_pb2.PreprocessRequest, context: grpc.aio.ServicerContext
+    ) -> tether_pb2.PreprocessResponse:
+        worker = await self._worker_or_abort(context)
+        try:
+            image = await asyncio.to_thread(self._preprocess, request, worker)
+        except TetherError as error:
+            await context.abort(_status(error), str(error))
+        except Exception as error:  # a bug: say so as INTERNAL, never UNKNOWN
+            log.exception("preprocessing failed")
+            await context.abort(*_unexpected(error))
+        return tether_pb2.PreprocessResponse(image=image)
+
+    def _preprocess(self, request: tether_pb2.PreprocessRequest, worker: Worker):
+        """The map Generate would use for this unit, without touching the engine."""
+        if bool(request.width) != bool(request.height):
+            raise invalid("width", "set width and height together, or neither")
+        if request.width % 8 or request.height % 8:
+            raise invalid("width", "width and height must be multiples of 8, as in Generate")
+        if request.width * request.height > self.limits.max_pixels:
+            raise invalid("width", f"at most {self.limits.max_pixels} pixels")
+        if request.format not in image_pb2.ImageFormat.values():
+            raise invalid("format", "must be PNG, JPEG, WEBP or RAW")
+        unit = request.control
+        kind = _control_kind(worker.engine.models, unit.model, "control")
+        size = (request.width, request.height) if request.width else None
+        control_map = preprocess.control_map(unit, kind, size, "control")
+        return images.encode(control_map, request.format)
+
     async def ListModels(
         self, request: tether_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> tether_pb2.ListModelsResponse:
@@ -164,11 +194,11 @@ class TetherService(tether_pb2_grpc.TetherServicer):
             where = f"controls[{i}]"
             if unit.mode not in _CONTROL_MODES:
                 raise invalid(f"{where}.mode", "must be BALANCED, PROMPT or CONTROL")
-            pixels = images.decode(unit.image, f"{where}.image", MAX_INPUT_PIXELS)
+            kind = _control_kind(models, unit.model, where)
             controls.append(
                 ControlInput(
                     model=unit.model,
-                    image=images.to_rgb(pixels, f"{where}.image"),
+                    image=preprocess.control_map(unit, kind, (width, height), where),
                     weight=unit.weight if unit.HasField("weight") else 1.0,
                     start=unit.start if unit.HasField("start") else 0.0,
                     end=unit.end if unit.HasField("end") else 1.0,
@@ -181,6 +211,9 @@ class TetherService(tether_pb2_grpc.TetherServicer):
             init_image = images.to_rgb(pixels, "init_image")
         elif request.HasField("strength"):
             raise invalid("strength", "only applies with init_image (img2img)")
+        mask = None
+        if request.HasField("mask"):
+            mask = _mask(request, init_image)
         if request.preview.mode not in _PREVIEW_MODES:
             raise invalid("preview.mode", "must be NONE, FAST or FULL")
         for name, fmt in (
@@ -203,9 +236,39 @@ class TetherService(tether_pb2_grpc.TetherServicer):
             controls=controls,
             init_image=init_image,
             strength=request.strength if request.HasField("strength") else DEFAULT_STRENGTH,
+            mask=mask,
             preview=_PREVIEW_MODES[request.preview.mode],
             preview_every=max(request.preview.every, 1),
         )
+
+
+def _control_kind(models, name: str, where: str) -> str:
+    if name not in models.controls:
+        raise NotFound(
+            f"{where}.model: no control model {name!r}; this server has "
+            f"{', '.join(models.controls) or 'none'}"
+        )
+    return models.controls[name].kind
+
+
+def _mask(request: tether_pb2.GenerateRequest, init_image: np.ndarray | None) -> np.ndarray:
+    """The request's mask as (H, W) float32 in [0, 1], its edge blurred."""
+    if init_image is None:
+        raise invalid("mask", "needs init_image: inpainting repaints part of an image")
+    blur = request.mask_blur if request.HasField("mask_blur") else DEFAULT_MASK_BLUR
+    if not 0 <= blur <= 64:
+        raise invalid("mask_blur", f"must be 0 to 64 pixels (got {blur:g})")
+    pixels = images.decode(request.mask, "mask", MAX_INPUT_PIXELS)
+    if pixels.shape[:2] != init_image.shape[:2]:
+        height, width = init_image.shape[:2]
+        raise invalid(
+            "mask",
+            f"is {pixels.shape[1]}x{pixels.shape[0]}; must be the output size {width}x{height}",
+        )
+    grey = images.to_rgb(pixels, "mask").mean(axis=2)
+    if blur > 0:
+        grey = cv2.GaussianBlur(grey, (0, 0), sigmaX=blur)
+    return np.ascontiguousarray(grey, dtype=np.float32)
 
 
 def _progress_poster(ticket: Ticket, preview_format: int):

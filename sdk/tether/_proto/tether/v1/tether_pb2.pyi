@@ -15,6 +15,27 @@ class ControlMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CONTROL_MODE_PROMPT: _ClassVar[ControlMode]
     CONTROL_MODE_CONTROL: _ClassVar[ControlMode]
 
+class DepthBuffer(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DEPTH_BUFFER_UNSPECIFIED: _ClassVar[DepthBuffer]
+    DEPTH_BUFFER_LINEAR: _ClassVar[DepthBuffer]
+    DEPTH_BUFFER_HARDWARE: _ClassVar[DepthBuffer]
+    DEPTH_BUFFER_HARDWARE_REVERSED: _ClassVar[DepthBuffer]
+    DEPTH_BUFFER_POSITIONS: _ClassVar[DepthBuffer]
+
+class NormalSpace(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    NORMAL_SPACE_UNSPECIFIED: _ClassVar[NormalSpace]
+    NORMAL_SPACE_VIEW: _ClassVar[NormalSpace]
+    NORMAL_SPACE_WORLD: _ClassVar[NormalSpace]
+
+class ResizeMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RESIZE_MODE_UNSPECIFIED: _ClassVar[ResizeMode]
+    RESIZE_MODE_JUST_RESIZE: _ClassVar[ResizeMode]
+    RESIZE_MODE_CROP_AND_RESIZE: _ClassVar[ResizeMode]
+    RESIZE_MODE_RESIZE_AND_FILL: _ClassVar[ResizeMode]
+
 class PreviewMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     PREVIEW_MODE_UNSPECIFIED: _ClassVar[PreviewMode]
@@ -25,26 +46,86 @@ CONTROL_MODE_UNSPECIFIED: ControlMode
 CONTROL_MODE_BALANCED: ControlMode
 CONTROL_MODE_PROMPT: ControlMode
 CONTROL_MODE_CONTROL: ControlMode
+DEPTH_BUFFER_UNSPECIFIED: DepthBuffer
+DEPTH_BUFFER_LINEAR: DepthBuffer
+DEPTH_BUFFER_HARDWARE: DepthBuffer
+DEPTH_BUFFER_HARDWARE_REVERSED: DepthBuffer
+DEPTH_BUFFER_POSITIONS: DepthBuffer
+NORMAL_SPACE_UNSPECIFIED: NormalSpace
+NORMAL_SPACE_VIEW: NormalSpace
+NORMAL_SPACE_WORLD: NormalSpace
+RESIZE_MODE_UNSPECIFIED: ResizeMode
+RESIZE_MODE_JUST_RESIZE: ResizeMode
+RESIZE_MODE_CROP_AND_RESIZE: ResizeMode
+RESIZE_MODE_RESIZE_AND_FILL: ResizeMode
 PREVIEW_MODE_UNSPECIFIED: PreviewMode
 PREVIEW_MODE_NONE: PreviewMode
 PREVIEW_MODE_FAST: PreviewMode
 PREVIEW_MODE_FULL: PreviewMode
 
+class CannyPreprocessor(_message.Message):
+    __slots__ = ("low", "high")
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    low: int
+    high: int
+    def __init__(self, low: _Optional[int] = ..., high: _Optional[int] = ...) -> None: ...
+
+class DepthPreprocessor(_message.Message):
+    __slots__ = ("buffer", "near", "far", "bottom_up")
+    BUFFER_FIELD_NUMBER: _ClassVar[int]
+    NEAR_FIELD_NUMBER: _ClassVar[int]
+    FAR_FIELD_NUMBER: _ClassVar[int]
+    BOTTOM_UP_FIELD_NUMBER: _ClassVar[int]
+    buffer: DepthBuffer
+    near: float
+    far: float
+    bottom_up: bool
+    def __init__(self, buffer: _Optional[_Union[DepthBuffer, str]] = ..., near: _Optional[float] = ..., far: _Optional[float] = ..., bottom_up: _Optional[bool] = ...) -> None: ...
+
+class NormalPreprocessor(_message.Message):
+    __slots__ = ("space", "camera_to_world", "y_down", "legacy", "bottom_up")
+    SPACE_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_TO_WORLD_FIELD_NUMBER: _ClassVar[int]
+    Y_DOWN_FIELD_NUMBER: _ClassVar[int]
+    LEGACY_FIELD_NUMBER: _ClassVar[int]
+    BOTTOM_UP_FIELD_NUMBER: _ClassVar[int]
+    space: NormalSpace
+    camera_to_world: _containers.RepeatedScalarFieldContainer[float]
+    y_down: bool
+    legacy: bool
+    bottom_up: bool
+    def __init__(self, space: _Optional[_Union[NormalSpace, str]] = ..., camera_to_world: _Optional[_Iterable[float]] = ..., y_down: _Optional[bool] = ..., legacy: _Optional[bool] = ..., bottom_up: _Optional[bool] = ...) -> None: ...
+
+class InvertPreprocessor(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class ControlUnit(_message.Message):
-    __slots__ = ("model", "image", "weight", "start", "end", "mode")
+    __slots__ = ("model", "image", "weight", "start", "end", "mode", "canny", "depth", "normal", "invert", "resize")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
+    CANNY_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
+    NORMAL_FIELD_NUMBER: _ClassVar[int]
+    INVERT_FIELD_NUMBER: _ClassVar[int]
+    RESIZE_FIELD_NUMBER: _ClassVar[int]
     model: str
     image: _image_pb2.Image
     weight: float
     start: float
     end: float
     mode: ControlMode
-    def __init__(self, model: _Optional[str] = ..., image: _Optional[_Union[_image_pb2.Image, _Mapping]] = ..., weight: _Optional[float] = ..., start: _Optional[float] = ..., end: _Optional[float] = ..., mode: _Optional[_Union[ControlMode, str]] = ...) -> None: ...
+    canny: CannyPreprocessor
+    depth: DepthPreprocessor
+    normal: NormalPreprocessor
+    invert: InvertPreprocessor
+    resize: ResizeMode
+    def __init__(self, model: _Optional[str] = ..., image: _Optional[_Union[_image_pb2.Image, _Mapping]] = ..., weight: _Optional[float] = ..., start: _Optional[float] = ..., end: _Optional[float] = ..., mode: _Optional[_Union[ControlMode, str]] = ..., canny: _Optional[_Union[CannyPreprocessor, _Mapping]] = ..., depth: _Optional[_Union[DepthPreprocessor, _Mapping]] = ..., normal: _Optional[_Union[NormalPreprocessor, _Mapping]] = ..., invert: _Optional[_Union[InvertPreprocessor, _Mapping]] = ..., resize: _Optional[_Union[ResizeMode, str]] = ...) -> None: ...
 
 class PreviewOptions(_message.Message):
     __slots__ = ("mode", "every", "format")
@@ -57,7 +138,7 @@ class PreviewOptions(_message.Message):
     def __init__(self, mode: _Optional[_Union[PreviewMode, str]] = ..., every: _Optional[int] = ..., format: _Optional[_Union[_image_pb2.ImageFormat, str]] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("model", "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "scheduler", "controls", "init_image", "strength", "preview", "output_format")
+    __slots__ = ("model", "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "scheduler", "controls", "init_image", "strength", "preview", "output_format", "mask", "mask_blur")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +153,8 @@ class GenerateRequest(_message.Message):
     STRENGTH_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    MASK_FIELD_NUMBER: _ClassVar[int]
+    MASK_BLUR_FIELD_NUMBER: _ClassVar[int]
     model: str
     prompt: str
     negative_prompt: str
@@ -86,7 +169,9 @@ class GenerateRequest(_message.Message):
     strength: float
     preview: PreviewOptions
     output_format: _image_pb2.ImageFormat
-    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., scheduler: _Optional[str] = ..., controls: _Optional[_Iterable[_Union[ControlUnit, _Mapping]]] = ..., init_image: _Optional[_Union[_image_pb2.Image, _Mapping]] = ..., strength: _Optional[float] = ..., preview: _Optional[_Union[PreviewOptions, _Mapping]] = ..., output_format: _Optional[_Union[_image_pb2.ImageFormat, str]] = ...) -> None: ...
+    mask: _image_pb2.Image
+    mask_blur: float
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., scheduler: _Optional[str] = ..., controls: _Optional[_Iterable[_Union[ControlUnit, _Mapping]]] = ..., init_image: _Optional[_Union[_image_pb2.Image, _Mapping]] = ..., strength: _Optional[float] = ..., preview: _Optional[_Union[PreviewOptions, _Mapping]] = ..., output_format: _Optional[_Union[_image_pb2.ImageFormat, str]] = ..., mask: _Optional[_Union[_image_pb2.Image, _Mapping]] = ..., mask_blur: _Optional[float] = ...) -> None: ...
 
 class Queued(_message.Message):
     __slots__ = ("position",)
@@ -191,6 +276,24 @@ class ListModelsResponse(_message.Message):
     schedulers: _containers.RepeatedScalarFieldContainer[str]
     limits: Limits
     def __init__(self, models: _Optional[_Iterable[_Union[BaseModel, _Mapping]]] = ..., controls: _Optional[_Iterable[_Union[ControlModel, _Mapping]]] = ..., schedulers: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
+
+class PreprocessRequest(_message.Message):
+    __slots__ = ("control", "width", "height", "format")
+    CONTROL_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    control: ControlUnit
+    width: int
+    height: int
+    format: _image_pb2.ImageFormat
+    def __init__(self, control: _Optional[_Union[ControlUnit, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., format: _Optional[_Union[_image_pb2.ImageFormat, str]] = ...) -> None: ...
+
+class PreprocessResponse(_message.Message):
+    __slots__ = ("image",)
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    image: _image_pb2.Image
+    def __init__(self, image: _Optional[_Union[_image_pb2.Image, _Mapping]] = ...) -> None: ...
 
 class GetServerInfoRequest(_message.Message):
     __slots__ = ()

@@ -49,6 +49,11 @@ class TetherStub:
                 request_serializer=tether_dot_v1_dot_tether__pb2.GetServerInfoRequest.SerializeToString,
                 response_deserializer=tether_dot_v1_dot_tether__pb2.ServerInfo.FromString,
                 _registered_method=True)
+        self.Preprocess = channel.unary_unary(
+                '/tether.v1.Tether/Preprocess',
+                request_serializer=tether_dot_v1_dot_tether__pb2.PreprocessRequest.SerializeToString,
+                response_deserializer=tether_dot_v1_dot_tether__pb2.PreprocessResponse.FromString,
+                _registered_method=True)
 
 
 class TetherServicer:
@@ -77,6 +82,14 @@ class TetherServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Preprocess(self, request, context):
+        """The control map the server would use for a unit: its preprocessor run and, when a
+        size is given, fitted to it. Lets a host show what the model will follow.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TetherServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +107,11 @@ def add_TetherServicer_to_server(servicer, server):
                     servicer.GetServerInfo,
                     request_deserializer=tether_dot_v1_dot_tether__pb2.GetServerInfoRequest.FromString,
                     response_serializer=tether_dot_v1_dot_tether__pb2.ServerInfo.SerializeToString,
+            ),
+            'Preprocess': grpc.unary_unary_rpc_method_handler(
+                    servicer.Preprocess,
+                    request_deserializer=tether_dot_v1_dot_tether__pb2.PreprocessRequest.FromString,
+                    response_serializer=tether_dot_v1_dot_tether__pb2.PreprocessResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -177,6 +195,33 @@ class Tether:
             '/tether.v1.Tether/GetServerInfo',
             tether_dot_v1_dot_tether__pb2.GetServerInfoRequest.SerializeToString,
             tether_dot_v1_dot_tether__pb2.ServerInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Preprocess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tether.v1.Tether/Preprocess',
+            tether_dot_v1_dot_tether__pb2.PreprocessRequest.SerializeToString,
+            tether_dot_v1_dot_tether__pb2.PreprocessResponse.FromString,
             options,
             channel_credentials,
             insecure,
