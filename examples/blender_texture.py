@@ -1,8 +1,9 @@
 """Texture blockout geometry from the camera with the Tether Blender add-on.
 
-Builds a small blockout scene (ground, a wall, two crates, a camera), renders its depth and
-normal passes, generates a picture on a Tether server and projects it onto the meshes as
-a texture, then saves the .blend with the texture next to it.
+Builds a small blockout scene (ground, a wall, two crates, a sun, a camera), renders its
+depth and normal passes and its colour picture (for the canny unit), generates a picture
+on a Tether server and projects it onto the meshes as a texture, then saves the .blend
+with the texture next to it.
 
     python -m tether serve &                      # a server (tiny model: noise, not art)
     clients/blender/setup_test_env.sh             # Blender as a Python module (.venv-blender)
@@ -31,6 +32,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--token", default="", help="the server's token, if it has one")
     parser.add_argument("--prompt", default="old brick warehouse yard, overcast, photo")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument(
+        "--no-canny", action="store_true", help="for a server without a canny control model"
+    )
     parser.add_argument("--out", type=Path, required=True, help="where to save the .blend")
     args = parser.parse_args(argv)
 
@@ -50,6 +54,11 @@ def main(argv: list[str]) -> int:
     settings.steps = args.steps
     settings.depth.weight, settings.depth.end = 1.0, 0.8
     settings.normal.weight = 0.7
+    # Canny on the colour render keeps the crates' edges and the sun's shadows in place;
+    # over the first half of the steps only, so the details are left to the prompt.
+    settings.canny.enabled = not args.no_canny
+    settings.canny.weight, settings.canny.end = 0.5, 0.5
+    settings.canny.low, settings.canny.high = 50, 150
     settings.project_onto_selected = True
     for obj in bpy.context.scene.objects:
         obj.select_set(obj.type == "MESH")
@@ -104,7 +113,9 @@ def build_blockout() -> None:
     scene.render.resolution_x, scene.render.resolution_y = 512, 384
     scene.render.resolution_percentage = 100
     light = bpy.data.objects.new("Sun", bpy.data.lights.new("Sun", "SUN"))
-    light.rotation_euler = (math.radians(50), 0, math.radians(30))
+    # Low and from the side: the crates' faces differ in brightness and cast shadows, which
+    # is what the canny unit sees of them.
+    light.rotation_euler = (math.radians(60), 0, math.radians(-40))
     scene.collection.objects.link(light)
 
 

@@ -152,13 +152,18 @@ def test_generate_sends_one_request_and_streams_previews(results: dict[str, Any]
         "model": None,
         "preview": "fast",
     }
-    depth, normal = generate["controls"]
-    assert (depth["model"], normal["model"]) == ("depth", "normal")
+    depth, normal, canny = generate["controls"]
+    assert (depth["model"], normal["model"], canny["model"]) == ("depth", "normal", "canny")
     assert [depth["weight"], depth["start"], depth["end"]] == pytest.approx([0.8, 0.1, 0.9])
     for unit in (depth, normal):
         # Float maps go out as raw float buffers: no 8-bit rounding on the way.
         assert unit["dtype"] == "float32"
         assert unit["shape"] == [HEIGHT, WIDTH, 3]
+        assert unit["preprocessor"] == "None"  # converted here, with tether.maps
+    # Canny: the colour render as it is, edges found on the server with these thresholds.
+    assert [canny["weight"], canny["start"], canny["end"]] == pytest.approx([0.6, 0.0, 0.5])
+    assert canny["preprocessor"] == "Canny(low=80, high=160)"
+    assert (canny["dtype"], canny["shape"]) == ("uint8", [HEIGHT, WIDTH, 3])
     assert generate["previews"] == 4  # one per step
     assert generate["seed"] == 1234
     assert generate["image_size"] == [WIDTH, HEIGHT]
@@ -186,6 +191,8 @@ def test_panel_and_preferences_draw(results: dict[str, Any]) -> None:
         "weight",
         "start",
         "end",
+        "low",
+        "high",
         "project_onto_selected",
     } <= set(idle["props"])
     assert idle["operators"] == [
@@ -219,7 +226,8 @@ def test_exr_reader_reads_multi_part_and_single_part_files(results: dict[str, An
 
 def test_maps_sent_equal_tether_maps_of_blenders_passes(results: dict[str, Any]) -> None:
     maps = part(results, "maps")
-    assert maps["models"] == ["depth", "normal"]
+    assert maps["models"] == ["canny", "depth", "normal"]
+    assert not maps["own_render_has_colour"]  # only what was asked for is rendered
     assert maps["exact_depth_max_diff"] <= 1e-6
     assert maps["exact_normal_max_diff"] <= 1e-6
 
@@ -257,6 +265,29 @@ def test_depth_map_is_near_white_far_black(results: dict[str, Any]) -> None:
     assert maps["depth_at_farthest"] == 0.0
 
 
+def test_canny_unit_sends_the_colour_render(results: dict[str, Any]) -> None:
+    canny = part(results, "canny")
+    assert (canny["picture_dtype"], canny["picture_shape"]) == ("uint8", [HEIGHT, WIDTH, 3])
+    assert canny["picture_vs_own_render_max_diff"] == 0
+    assert not canny["own_render_has_data_passes"]
+
+
+def test_canny_map_has_edges_at_silhouettes_and_none_in_flat_areas(
+    results: dict[str, Any],
+) -> None:
+    """The map the server makes of the canny unit (Preprocess, the code Generate runs),
+    against the geometry found by ray casting through each pixel centre."""
+    canny = part(results, "canny")
+    assert canny["map_shape"] == [HEIGHT, WIDTH, 3]
+    assert canny["map_values"] == [0, 255] and canny["map_channels_equal"]
+    assert canny["flat_pixels"] > 0.6 * WIDTH * HEIGHT
+    assert canny["edges_in_flat_areas"] == 0
+    # Along where the sphere and the cube meet the background, an edge within one pixel.
+    assert canny["silhouette_coverage"]["sphere"] >= 0.95
+    assert canny["silhouette_coverage"]["cube"] >= 0.95
+    assert canny["edge_pixels"] < 0.15 * WIDTH * HEIGHT
+
+
 def test_result_is_projected_onto_the_selected_object(results: dict[str, Any]) -> None:
     projection = part(results, "projection")
     assert projection["cube_material"] == projection["cube_slots"][0]
@@ -281,6 +312,13 @@ def test_result_is_packed_or_saved_next_to_the_blend(results: dict[str, Any]) ->
     assert not saved["packed"]
 
 
+def test_canny_unit_alone_renders_only_the_colour_picture(results: dict[str, Any]) -> None:
+    saved = part(results, "saved")
+    assert saved["error"] is None
+    assert saved["controls"] == [["canny", "uint8", [HEIGHT, WIDTH, 3]]]
+    assert saved["renders"] == [{"data": False, "colour": True}]
+
+
 def test_cancel_stops_the_job_on_the_server(results: dict[str, Any]) -> None:
     cancel = part(results, "cancel")
     assert cancel["generate_result"] == ["FINISHED"]  # returned at once, job in background
@@ -299,6 +337,8 @@ def test_cancel_stops_the_job_on_the_server(results: dict[str, Any]) -> None:
         ("bad_token", "refused the token"),
         ("size_not_multiple_of_8", "multiples of 8"),
         ("start_after_end", "Start (0.70) must be before End (0.30)"),
+        ("canny_low_above_high", "Canny unit: Low (210) must not be above High (200)"),
+        ("canny_flat_colour_render", "the colour render is one flat colour"),
         ("nothing_selected", "no mesh is selected"),
         ("unknown_model", "no model 'no-such-model'"),
         ("unknown_control_model", "no 'no-such-depth' for the depth unit"),

@@ -23,6 +23,7 @@ from tether_krita import settings as plugin_settings  # noqa: E402
 from tether_krita.controller import RepaintController  # noqa: E402
 from tether_krita.geometry import Rect, context_region, generation_size  # noqa: E402
 from tether_krita.job import (  # noqa: E402
+    EdgesReady,
     Failed,
     Finished,
     PreviewReady,
@@ -33,12 +34,6 @@ from tether_krita.job import (  # noqa: E402
 from tether_krita.messages import UserError  # noqa: E402
 from tether_krita.pixels import PixelFormat, UnsupportedColorSpace  # noqa: E402
 from tether_krita.settings import Settings  # noqa: E402
-
-# The job asks the SDK for a canny preprocessing unit (tether.Control.canny), which lands
-# with the server's Preprocess; until then the tests that run the job cannot run.
-needs_canny = pytest.mark.skipif(
-    not hasattr(tether.Control, "canny"), reason="the SDK lacks Control.canny (pending)"
-)
 
 SRGB = "sRGB-elle-V2-srgbtrc.icc"
 LINEAR = "sRGB-elle-V2-g10.icc"
@@ -399,16 +394,16 @@ def test_prepare_refuses_a_server_without_canny_or_an_unknown_model():
         prepare(snapshot_of(doc), Settings(model="sdxl"), tiny_models())
 
 
-@needs_canny
-def test_job_sends_an_inpaint_request_with_the_canny_unit():
+def test_job_sends_an_inpaint_request_with_a_server_side_canny_unit():
     doc = FakeDocument(128, 128, rgba8_canvas(128, 128))
     doc.setSelection(rect_selection(128, 128, Rect(32, 32, 64, 64)))
     client, events = FakeClient(), []
-    settings = Settings(prompt="a cat", seed=9, steps=12, strength=0.6, edge_weight=0.7)
+    settings = Settings(
+        prompt="a cat", seed=9, steps=12, strength=0.6, edge_weight=0.7, edge_low=40
+    )
     RepaintJob(client, snapshot_of(doc), settings, events.append).run()
 
-    [(control, options)] = client.preprocessed
-    assert (options["width"], options["height"]) == (256, 256)
+    assert client.preprocessed == []  # edges are only fetched to be shown
     [(prompt, request)] = client.requests
     assert prompt == "a cat"
     assert request["init_image"].shape == (256, 256, 3)
@@ -416,15 +411,33 @@ def test_job_sends_an_inpaint_request_with_the_canny_unit():
     assert request["mask"][128, 128] == 255 and request["mask"][3, 3] == 0
     [unit] = request["controls"]
     assert unit.model == "edges-v11" and unit.weight == pytest.approx(0.7)
-    assert unit.image.shape == (256, 256, 3)
+    assert unit.preprocessor == tether.Canny(low=40, high=200)
+    assert unit.image is request["init_image"]  # the server finds the edges in it
     assert request["seed"] == 9 and request["steps"] == 12 and request["strength"] == 0.6
     assert request["preview"] == "fast" and request["model"] is None
+    # What goes over the wire, built by the SDK itself.
+    [message] = client.messages
+    assert message.HasField("mask") and not message.HasField("mask_blur")  # server default
+    assert message.controls[0].canny.low == 40 and message.controls[0].canny.high == 200
+    assert (message.width, message.height) == (256, 256)
     assert client.closed
     assert isinstance(events[-1], Finished) and events[-1].seed == 7
     assert sum(isinstance(e, PreviewReady) for e in events) == 3
 
 
-@needs_canny
+def test_job_fetches_the_edge_map_only_to_show_it():
+    doc = FakeDocument(100, 60, rgba8_canvas(100, 60))
+    client, events = FakeClient(), []
+    settings = Settings(show_edges=True, edge_low=10, edge_high=90)
+    RepaintJob(client, snapshot_of(doc), settings, events.append).run()
+    [(control, size)] = client.preprocessed
+    [(_, request)] = client.requests
+    assert control is request["controls"][0]  # the very unit Generate gets
+    assert size == {"width": request["width"], "height": request["height"]}
+    [edges] = [e for e in events if isinstance(e, EdgesReady)]
+    assert len(edges.pixels) == 100 * 60 * 4  # at the region's size, in document bytes
+
+
 def test_job_random_seed_is_left_to_the_server():
     doc = FakeDocument(64, 64, rgba8_canvas(64, 64))
     client = FakeClient()
@@ -483,7 +496,6 @@ def layer_rgba(doc: FakeDocument, name: str) -> np.ndarray:
     return pixels.decode(bytes(node.data), doc.canvas_width, doc.canvas_height, fmt)
 
 
-@needs_canny
 @pytest.mark.parametrize(
     ("depth", "profile", "model"),
     [
@@ -520,7 +532,6 @@ def test_repaint_adds_one_layer_masked_to_the_selection(depth, profile, model):
     assert np.allclose(layer_rgba(doc, "Background"), background, atol=1 / 255)
 
 
-@needs_canny
 def test_large_canvas_without_selection_is_scaled_down_and_pasted_back():
     doc = FakeDocument(1000, 700, rgba8_canvas(1000, 700))
     client = FakeClient(color=(0, 255, 0))
@@ -531,7 +542,6 @@ def test_large_canvas_without_selection_is_scaled_down_and_pasted_back():
     assert np.allclose(layer[:, :, 3], 1) and np.allclose(layer[:, :, :3], [0, 1, 0], atol=1e-3)
 
 
-@needs_canny
 def test_show_edges_adds_a_screen_layer_of_the_edges():
     doc = FakeDocument(64, 64, rgba8_canvas(64, 64))
     run_sync(doc, FakeClient(), Settings(prompt="x", show_edges=True))
@@ -540,7 +550,6 @@ def test_show_edges_adds_a_screen_layer_of_the_edges():
     assert edges.blendingMode() == "screen"
 
 
-@needs_canny
 @pytest.mark.parametrize(
     ("client", "words"),
     [
@@ -580,7 +589,6 @@ def test_refusals_before_the_job_start_no_thread():
     assert doc.undo_log == []
 
 
-@needs_canny
 def test_cancel_stops_the_server_job_and_removes_the_preview():
     doc = FakeDocument(64, 64, rgba8_canvas(64, 64))
     client = FakeClient(hold=True)
@@ -598,7 +606,6 @@ def test_cancel_stops_the_server_job_and_removes_the_preview():
     assert doc.layer_names() == ["Background"]
 
 
-@needs_canny
 def test_closing_the_document_cancels_the_job_and_writes_nothing():
     doc = FakeDocument(64, 64, rgba8_canvas(64, 64))
     client = FakeClient(hold=True)
@@ -615,7 +622,6 @@ def test_closing_the_document_cancels_the_job_and_writes_nothing():
     assert view.ended[-1] == ("Cancelled.", False)
 
 
-@needs_canny
 def test_previews_and_result_share_one_layer_and_one_undo_step():
     doc = FakeDocument(64, 64, rgba8_canvas(64, 64))
     doc.setSelection(rect_selection(64, 64, Rect(16, 16, 32, 32)))
@@ -635,7 +641,6 @@ def test_previews_and_result_share_one_layer_and_one_undo_step():
     assert np.allclose(layer_rgba(doc, "p")[16:48, 16:48, :3], [200 / 255, 100 / 255, 50 / 255])
 
 
-@needs_canny
 def test_previews_are_throttled_to_spare_krita():
     doc = FakeDocument(64, 64, rgba8_canvas(64, 64))
     now = [0.0]

@@ -38,6 +38,8 @@ ADDON = "tether_blender"
 WIDTH, HEIGHT = 64, 48
 SPHERE_CENTRE = Vector((0.0, 0.0, 0.0))
 SPHERE_RADIUS = 1.0
+# The add-on's colour render of the scene just before the first Generate (check_generate).
+COLOUR_BEFORE_GENERATE: list[Any] = []
 
 
 def main() -> int:
@@ -64,8 +66,9 @@ def main() -> int:
         section(results, "panel", check_panel)
         section(results, "exr_layouts", lambda: check_exr_layouts(Path(temp)))
         section(results, "maps", lambda: check_maps(recorder))
+        section(results, "canny", lambda: check_canny(recorder, args.server))
         section(results, "projection", check_projection)
-        section(results, "saved", lambda: check_saved(Path(temp)))
+        section(results, "saved", lambda: check_saved(recorder, Path(temp)))
         section(results, "cancel", check_cancel)
         section(results, "faults", lambda: check_faults(args, prefs))
     section(results, "unregister", check_unregister)
@@ -112,7 +115,10 @@ class StreamRecorder:
 def build_scene() -> None:
     """A smooth sphere at the origin, a tilted cube behind it, and a camera looking at the
     sphere's centre from above and to the side with a 25 degree roll, so that world and
-    view axes differ in every direction."""
+    view axes differ in every direction. A sun from just above the camera, casting no
+    shadows, lights every visible surface (the colour render for canny): the silhouettes
+    stand out against the black background (no world), surfaces shade smoothly, and the
+    cube's faces differ in brightness."""
     scene = bpy.context.scene
     bpy.ops.mesh.primitive_uv_sphere_add(radius=SPHERE_RADIUS, location=SPHERE_CENTRE)
     bpy.ops.object.shade_smooth()
@@ -126,6 +132,14 @@ def build_scene() -> None:
         direction.normalized(), math.radians(25)
     ) @ direction.to_track_quat("-Z", "Y")
     scene.camera = camera
+    sun = bpy.data.objects.new("Sun", bpy.data.lights.new("Sun", "SUN"))
+    sun.data.energy = 3.0
+    sun.data.use_shadow = False
+    # A sun shines along its -Z axis: +Z points at where the light comes from.
+    sun.rotation_euler = (
+        (camera.location + Vector((-1.0, 0.0, 2.0))).to_track_quat("Z", "Y").to_euler()
+    )
+    scene.collection.objects.link(sun)
     render = scene.render
     render.resolution_x, render.resolution_y, render.resolution_percentage = WIDTH, HEIGHT, 100
     bpy.context.view_layer.update()
@@ -320,7 +334,17 @@ def check_generate(recorder: StreamRecorder) -> dict[str, Any]:
     s.project_onto_selected = True
     s.depth.weight, s.depth.start, s.depth.end = 0.8, 0.1, 0.9
     s.normal.weight = 1.0
+    s.canny.enabled = True
+    s.canny.weight, s.canny.start, s.canny.end = 0.6, 0.0, 0.5
+    s.canny.low, s.canny.high = 80, 160
     select_only("Cube")
+    # The colour picture as the scene looks now: the projection below changes the cube.
+    from tether_blender import passes
+
+    layer = bpy.context.view_layer.name
+    COLOUR_BEFORE_GENERATE.append(
+        passes.render_passes(bpy.context.scene, layer, data=False, colour=True)
+    )
     before = snapshot()
     recorder.calls.clear()
     started = time.monotonic()
@@ -351,6 +375,7 @@ def check_generate(recorder: StreamRecorder) -> dict[str, Any]:
                 "end": c.end,
                 "dtype": str(np.asarray(c.image).dtype),
                 "shape": list(np.asarray(c.image).shape),
+                "preprocessor": repr(c.preprocessor),
             }
             for c in options["controls"]
         ],
@@ -406,7 +431,7 @@ def check_maps(recorder: StreamRecorder) -> dict[str, Any]:
     camera = scene.camera
     camera_to_world = np.array(camera.matrix_world)
 
-    own = addon_passes.render_passes(scene, bpy.context.view_layer.name)
+    own = addon_passes.render_passes(scene, bpy.context.view_layer.name)  # data passes only
     exact = {
         "depth": tether.maps.depth_from_linear(own.depth, far=addon_passes.BACKGROUND_DEPTH),
         "normal": tether.maps.normals_from_world(own.normal, camera_to_world),
@@ -426,6 +451,7 @@ def check_maps(recorder: StreamRecorder) -> dict[str, Any]:
     farthest = np.unravel_index(np.nanargmax(depth), depth.shape)
     return {
         "models": sorted(sent),
+        "own_render_has_colour": own.colour is not None,
         "exact_depth_max_diff": float(np.abs(sent["depth"] - exact["depth"]).max()),
         "exact_normal_max_diff": float(np.abs(sent["normal"] - exact["normal"]).max()),
         "pixels": {
@@ -450,6 +476,63 @@ def check_maps(recorder: StreamRecorder) -> dict[str, Any]:
         "depth_at_nearest": float(sent["depth"][nearest][0]),
         "depth_at_farthest": float(sent["depth"][farthest][0]),
     }
+
+
+def check_canny(recorder: StreamRecorder, server: str) -> dict[str, Any]:
+    """The canny unit sent with Generate: its picture against the add-on's colour render of
+    the scene made just before, and the map the server makes of it (Preprocess runs the
+    code Generate runs) against the geometry found by ray casting: edges along every
+    silhouette, none in flat areas."""
+    _, options = recorder.calls[-1]
+    (unit,) = [c for c in options["controls"] if c.model == "canny"]
+    scene = bpy.context.scene
+    (own,) = COLOUR_BEFORE_GENERATE
+    with tether.Client(server) as client:
+        edges = client.preprocess(unit, width=WIDTH, height=HEIGHT, timeout=30)
+    edge = edges[..., 0] > 127
+
+    hit_ids, _depth, normal = ray_cast_pixels(scene, scene.camera)
+    # Geometric edges: silhouettes (what was hit changes) and the cube's creases (its face
+    # normal changes). The sphere is smooth and lit without shadows: no edges inside it.
+    face = np.where(
+        hit_ids == 1, 10 + np.round(normal, 3) @ np.array([1.0, 100.0, 10000.0]), hit_ids
+    )
+    creases_and_silhouettes = silhouette(face)
+    flat = ~grow(creases_and_silhouettes, 1)  # two pixels or more from any geometric edge
+    near_edge = grow(edge, 1)
+    outlines = silhouette(hit_ids)
+    coverage = {}
+    for name, index in (("sphere", 0), ("cube", 1)):
+        # The band of pixels on both sides of where this object meets the background.
+        band = outlines & grow(hit_ids == index, 1) & grow(hit_ids == -1, 1)
+        coverage[name] = float(near_edge[band].mean())
+    picture = np.asarray(unit.image)
+    return {
+        "picture_dtype": str(picture.dtype),
+        "picture_shape": list(picture.shape),
+        "picture_vs_own_render_max_diff": int(
+            np.abs(picture.astype(np.int16) - own.colour.astype(np.int16)).max()
+        ),
+        "own_render_has_data_passes": own.depth is not None or own.normal is not None,
+        "map_shape": list(edges.shape),
+        "map_values": sorted({int(v) for v in np.unique(edges)}),
+        "map_channels_equal": bool((edges == edges[..., :1]).all()),
+        "edge_pixels": int(edge.sum()),
+        "flat_pixels": int(flat.sum()),
+        "edges_in_flat_areas": int((edge & flat).sum()),
+        "silhouette_coverage": coverage,
+    }
+
+
+def grow(mask: np.ndarray, radius: int) -> np.ndarray:
+    """``mask`` dilated by ``radius`` pixels in every direction (a square neighbourhood)."""
+    padded = np.pad(mask, radius)
+    height, width = mask.shape
+    grown = np.zeros(mask.shape, dtype=bool)
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            grown |= padded[dy : dy + height, dx : dx + width]
+    return grown
 
 
 def ray_cast_pixels(
@@ -546,13 +629,31 @@ def check_projection() -> dict[str, Any]:
     }
 
 
-def check_saved(folder: Path) -> dict[str, Any]:
+def check_saved(recorder: StreamRecorder, folder: Path) -> dict[str, Any]:
+    """A saved .blend: the picture goes next to it. Generated with the canny unit alone, so
+    that only the colour picture is rendered."""
     blend = folder / "scene.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(blend))
     s = settings()
     s.use_random_seed = True
     s.project_onto_selected = False
-    error = generate_expecting_error()
+    s.depth.enabled = s.normal.enabled = False
+    from tether_blender import plan
+
+    original = plan.render_passes
+    renders: list[dict[str, Any]] = []
+
+    def render_passes(*args: Any, **options: Any) -> Any:
+        renders.append(options)
+        return original(*args, **options)
+
+    plan.render_passes = render_passes
+    try:
+        error = generate_expecting_error()
+    finally:
+        plan.render_passes = original
+        s.depth.enabled = s.normal.enabled = True
+    _, options = recorder.calls[-1]
     done = last()
     image = bpy.data.images.get(done.image_name)
     path = Path(bpy.path.abspath(image.filepath)) if image else None
@@ -568,6 +669,11 @@ def check_saved(folder: Path) -> dict[str, Any]:
         "file_next_to_blend": bool(path and path.parent == folder and path.is_file()),
         "png_size": size,
         "packed": bool(image and image.packed_file),
+        "controls": [
+            [c.model, str(np.asarray(c.image).dtype), list(np.asarray(c.image).shape)]
+            for c in options["controls"]
+        ],
+        "renders": renders,
     }
 
 
@@ -662,6 +768,20 @@ def check_faults(args: argparse.Namespace, prefs: Any) -> dict[str, Any]:
         s.normal.start, s.normal.end = 0.0, 1.0
 
     case("start_after_end", start_after_end, reset_window)
+
+    def canny_low_above_high() -> None:
+        s.canny.low, s.canny.high = 210, 200
+
+    def reset_thresholds() -> None:
+        s.canny.low, s.canny.high = 80, 160
+
+    case("canny_low_above_high", canny_low_above_high, reset_thresholds)
+
+    def lights_out(hidden: bool = True) -> None:
+        # No lamp and no world: everything renders black.
+        bpy.data.objects["Sun"].hide_render = hidden
+
+    case("canny_flat_colour_render", lights_out, lambda: lights_out(False))
     case("nothing_selected", select_only, lambda: select_only("Cube", "Sphere"))
     case(
         "unknown_model",

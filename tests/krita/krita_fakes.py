@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import tether
+from tether import protocol
 
 BYTES_PER_PIXEL = {
     ("RGBA", "U8"): 4,
@@ -275,8 +276,11 @@ class FakeStream:
 
 
 class FakeClient:
-    """Records every call. `down` makes every call fail as an unreachable server does;
-    `reject` makes Generate fail with that error after the previews."""
+    """Records every call, with the real client's signatures. Each call is also turned
+    into its request message by the SDK's own `tether.protocol`, as the real client does,
+    so an argument the SDK does not take fails here as it would against a server.
+    `down` makes every call fail as an unreachable server does; `reject` makes Generate
+    fail with that error after the previews."""
 
     def __init__(
         self,
@@ -291,8 +295,9 @@ class FakeClient:
         self.down = down
         self.reject = reject
         self.hold = hold
-        self.preprocessed: list[tuple[Any, dict[str, Any]]] = []
+        self.preprocessed: list[tuple[tether.Control, dict[str, Any]]] = []
         self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.messages: list[Any] = []  # the GenerateRequests the real client would send
         self.streams: list[FakeStream] = []
         self.closed = False
 
@@ -304,15 +309,25 @@ class FakeClient:
         self._check()
         return self.model_list
 
-    def preprocess(self, control: Any, **options: Any) -> np.ndarray:
+    def preprocess(
+        self,
+        control: tether.Control,
+        *,
+        width: int | None = None,
+        height: int | None = None,
+        timeout: float | None = None,
+    ) -> np.ndarray:
+        """Vertical lines every 4 pixels, at the requested size."""
         self._check()
-        self.preprocessed.append((control, options))
-        edges = np.zeros((options["height"], options["width"], 3), dtype=np.uint8)
+        protocol.preprocess_request(control, width, height)
+        self.preprocessed.append((control, {"width": width, "height": height}))
+        edges = np.zeros((height, width, 3), dtype=np.uint8)
         edges[:, ::4] = 255
         return edges
 
-    def stream(self, prompt: str, **options: Any) -> FakeStream:
+    def stream(self, prompt: str, *, timeout: float | None = None, **options: Any) -> FakeStream:
         self._check()
+        self.messages.append(protocol.generate_request(prompt, **options))
         self.requests.append((prompt, options))
         stream = FakeStream(
             options["width"], options["height"], self.color, fail=self.reject, hold=self.hold

@@ -1,14 +1,14 @@
-"""Tether for Blender: render a scene's depth and normal passes from the active camera,
-generate a picture with Stable Diffusion + ControlNet on a Tether server, and use it as a
-camera-projected texture.
+"""Tether for Blender: render a scene's depth and normal passes and its colour picture
+from the active camera, generate a picture with Stable Diffusion + ControlNet (depth,
+normal, canny) on a Tether server, and use it as a camera-projected texture.
 
 Modules, one idea each:
     preferences   server address, token, TLS (add-on preferences)
     settings      per-scene generation settings (scene.tether)
     catalog       the server's models, remembered for the panel
     connection    address checks (online access), client, error messages
-    passes, exr   rendering the passes and reading them back
-    control_maps  passes -> control maps through tether.maps
+    passes, exr   rendering the passes and the colour picture, reading them back
+    control_maps  passes -> control units through tether.maps and tether.Control
     plan          checks and the request, before anything starts
     job           the network part, on a worker thread
     generation    applying the job's events on the main thread

@@ -16,7 +16,8 @@ __all__ = ["CLASSES"]
 
 
 class TETHER_OT_generate(bpy.types.Operator):
-    """Render depth and normal passes from the active camera and generate a picture"""
+    """Render the passes of the enabled units (depth, normal, the colour picture for canny)
+    from the active camera and generate a picture"""
 
     bl_idname = "tether.generate"
     bl_label = "Generate"

@@ -3,7 +3,8 @@
 Every fault the user can fix (no camera, bad settings, server unreachable, wrong token, a
 model the server does not have) is found here and raised as `UserError` with a message
 for Blender's report; nothing in the scene has changed at that point. The only lasting
-work, rendering the passes, comes last and renders a temporary copy of the scene.
+work, rendering the passes (and the colour picture for canny), comes last and renders a
+temporary copy of the scene.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .connection import ClientConfig, address_problem, describe_error, open_clie
 from .passes import PassesError, render_passes, render_size
 from .preferences import client_config
 from .projection import CameraSnapshot, snapshot_camera
-from .settings import MAX_SEED, TetherSettings, units
+from .settings import MAX_SEED, TetherSettings, unit_options, units
 
 __all__ = ["LIST_MODELS_TIMEOUT", "Plan", "UserError", "prepare"]
 
@@ -101,15 +102,25 @@ def prepare(context: bpy.types.Context) -> Plan:
     snapshot = snapshot_camera(camera, depsgraph, scene)
     controls = []
     if enabled:
+        kinds = {kind for kind, _ in enabled}
         try:
-            passes = render_passes(scene, context.view_layer.name)
+            passes = render_passes(
+                scene,
+                context.view_layer.name,
+                data=bool(kinds & set(control_maps.DATA_KINDS)),
+                colour=bool(kinds & set(control_maps.COLOUR_KINDS)),
+            )
         except PassesError as error:
             raise UserError(str(error)) from None
+        if passes.colour is not None and (passes.colour == passes.colour[0, 0]).all():
+            raise UserError(
+                "Canny unit: the colour render is one flat colour, so it has no edges; "
+                "light the scene (lamps or a world), or turn the canny unit off"
+            )
         for kind, unit in enabled:
-            image = control_maps.control_map(kind, passes, snapshot.camera_to_world)
             controls.append(
-                tether.Control(
-                    names[kind], image, weight=unit.weight, start=unit.start, end=unit.end
+                control_maps.control(
+                    kind, names[kind], passes, snapshot.camera_to_world, unit_options(unit)
                 )
             )
 
@@ -150,10 +161,16 @@ def check_settings(settings: TetherSettings, width: int, height: int) -> None:
             f"{_SIZE_MULTIPLE} (Output properties > Resolution and %)"
         )
     for kind, unit in units(settings):
-        if unit.enabled and unit.start >= unit.end:
+        if not unit.enabled:
+            continue
+        if unit.start >= unit.end:
             raise UserError(
                 f"{kind.capitalize()} unit: Start ({unit.start:.2f}) must be before "
                 f"End ({unit.end:.2f})"
+            )
+        if hasattr(unit, "low") and unit.low > unit.high:
+            raise UserError(
+                f"{kind.capitalize()} unit: Low ({unit.low}) must not be above High ({unit.high})"
             )
 
 

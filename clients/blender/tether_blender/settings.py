@@ -5,9 +5,19 @@ from __future__ import annotations
 import bpy
 
 from . import catalog
-from .control_maps import KINDS
+from .control_maps import KINDS, UnitOptions
 
-__all__ = ["CLASSES", "MAX_SEED", "TetherSettings", "TetherUnit", "register", "units", "unregister"]
+__all__ = [
+    "CLASSES",
+    "MAX_SEED",
+    "TetherCannyUnit",
+    "TetherSettings",
+    "TetherUnit",
+    "register",
+    "unit_options",
+    "units",
+    "unregister",
+]
 
 MAX_SEED = 2**31 - 1  # Blender's IntProperty is a signed 32-bit int
 
@@ -22,10 +32,9 @@ def _search_control_models(self: bpy.types.PropertyGroup, context: bpy.types.Con
     return [name for name in catalog.control_names(kind) if text.lower() in name.lower()]
 
 
-class TetherUnit(bpy.types.PropertyGroup):
-    """One ControlNet unit made from a render pass."""
+class _UnitProperties:
+    """What every unit has (a mix-in: Blender registers the properties of each class)."""
 
-    enabled: bpy.props.BoolProperty(name="Enabled", default=True)
     model: bpy.props.StringProperty(
         name="Model",
         description="Control model on the server; empty = the server's first of this kind",
@@ -53,6 +62,36 @@ class TetherUnit(bpy.types.PropertyGroup):
         min=0.0,
         max=1.0,
         subtype="FACTOR",
+    )
+
+
+class TetherUnit(_UnitProperties, bpy.types.PropertyGroup):
+    """One ControlNet unit made from a data pass (depth, normal)."""
+
+    enabled: bpy.props.BoolProperty(name="Enabled", default=True)
+
+
+class TetherCannyUnit(_UnitProperties, bpy.types.PropertyGroup):
+    """The canny unit: edges of the colour picture, found on the server. Off by default:
+    it costs a colour render, and a server without a canny model would refuse it."""
+
+    enabled: bpy.props.BoolProperty(name="Enabled", default=False)
+    low: bpy.props.IntProperty(
+        name="Low",
+        description=(
+            "Canny's lower threshold, on the gradient of the 8-bit grey picture: weaker "
+            "gradients make no edge, stronger ones continue an edge begun above High"
+        ),
+        default=100,
+        min=0,
+        max=255,
+    )
+    high: bpy.props.IntProperty(
+        name="High",
+        description="Canny's upper threshold: gradients above it start an edge",
+        default=200,
+        min=0,
+        max=255,
     )
 
 
@@ -106,14 +145,21 @@ class TetherSettings(bpy.types.PropertyGroup):
     # One unit per kind in control_maps.KINDS, named after the kind.
     depth: bpy.props.PointerProperty(type=TetherUnit, name="Depth")
     normal: bpy.props.PointerProperty(type=TetherUnit, name="Normal")
+    canny: bpy.props.PointerProperty(type=TetherCannyUnit, name="Canny")
 
 
-def units(settings: TetherSettings) -> list[tuple[str, TetherUnit]]:
+def units(settings: TetherSettings) -> list[tuple[str, TetherUnit | TetherCannyUnit]]:
     """(kind, unit) for every unit, in panel order."""
     return [(kind, getattr(settings, kind)) for kind in KINDS]
 
 
-CLASSES = (TetherUnit, TetherSettings)
+def unit_options(unit: TetherUnit | TetherCannyUnit) -> UnitOptions:
+    """A unit's settings as plain values (for `control_maps.control`)."""
+    thresholds = {"low": unit.low, "high": unit.high} if hasattr(unit, "low") else {}
+    return UnitOptions(weight=unit.weight, start=unit.start, end=unit.end, **thresholds)
+
+
+CLASSES = (TetherUnit, TetherCannyUnit, TetherSettings)
 
 
 def register() -> None:

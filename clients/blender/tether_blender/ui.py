@@ -48,6 +48,10 @@ class VIEW3D_PT_tether(bpy.types.Panel):
             row = body.row(align=True)
             row.prop(unit, "start")
             row.prop(unit, "end")
+            if kind == "canny":
+                row = body.row(align=True)
+                row.prop(unit, "low")
+                row.prop(unit, "high")
 
         layout.prop(settings, "project_onto_selected")
         draw_status(layout)

@@ -169,21 +169,31 @@ class RepaintJob:
         if self._is_cancelled():
             return Stopped()
 
-        self._emit(StatusChanged("Finding edges…"))
-        edges = self._client.preprocess(
-            tether.Control.canny(plan.image, low=settings.edge_low, high=settings.edge_high),
-            width=plan.width,
-            height=plan.height,
-            timeout=PREPROCESS_TIMEOUT_S,
+        # The server finds the edges (OpenCV canny) in the init image itself; they are
+        # only fetched to show them, through Preprocess, which gives the very map
+        # Generate uses for the same unit.
+        edges = tether.Control.canny(
+            plan.image,
+            low=settings.edge_low,
+            high=settings.edge_high,
+            model=plan.canny_model,
+            weight=settings.edge_weight,
         )
         if settings.show_edges:
-            layer = masks.edges_pixels(edges, region.width, region.height)
+            self._emit(StatusChanged("Finding edges…"))
+            edge_map = self._client.preprocess(
+                edges, width=plan.width, height=plan.height, timeout=PREPROCESS_TIMEOUT_S
+            )
+            layer = masks.edges_pixels(edge_map, region.width, region.height)
             self._emit(EdgesReady(pixels.encode(layer, self._snapshot.fmt)))
+            if self._is_cancelled():
+                return Stopped()
 
+        self._emit(StatusChanged("Sending the request…"))
         stream = self._client.stream(
             settings.prompt,
             negative_prompt=settings.negative_prompt,
-            controls=[tether.Control(plan.canny_model, edges, weight=settings.edge_weight)],
+            controls=[edges],
             seed=None if settings.seed == RANDOM_SEED else settings.seed,
             steps=settings.steps,
             width=plan.width,
