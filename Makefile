@@ -15,16 +15,18 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt torch==2.13.0
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[server,dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[server,bridge,dev]"
 	touch $@
 
 demo: setup
 	$(BIN)/python examples/demo.py
 
-# The real hosts the tests drive: Blender as a Python module (own venv, numpy<2) and Krita.
+# The real hosts the tests drive: Blender as a Python module (own venv, numpy<2), Krita,
+# and Chromium for the live viewer page.
 hosts: setup
 	bash clients/blender/setup_test_env.sh
 	bash clients/krita/setup_test_env.sh
+	bash clients/godot/setup_test_env.sh
 
 test: setup hosts
 	$(BIN)/python -m pytest -q

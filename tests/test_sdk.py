@@ -29,7 +29,11 @@ def public_methods(cls) -> dict[str, inspect.Signature]:
 
 @pytest.mark.parametrize(
     "sync, asynchronous",
-    [(tether.Client, tether.aio.Client), (tether.client.Stream, tether.aio.Stream)],
+    [
+        (tether.Client, tether.aio.Client),
+        (tether.client.Stream, tether.aio.Stream),
+        (tether.live.LiveSession, tether.aio.LiveSession),
+    ],
 )
 def test_sync_and_async_apis_are_in_parity(sync, asynchronous):
     sync_methods, async_methods = public_methods(sync), public_methods(asynchronous)
@@ -41,7 +45,7 @@ def test_sync_and_async_apis_are_in_parity(sync, asynchronous):
     assert inspect.signature(sync.__init__) == inspect.signature(asynchronous.__init__)
     # Awaitable where the sync one returns a value; streams stay plain calls in both.
     for name in sync_methods:
-        if name in ("stream", "cancel"):
+        if name in ("stream", "live", "cancel"):
             assert not inspect.iscoroutinefunction(getattr(asynchronous, name))
         else:
             assert inspect.iscoroutinefunction(getattr(asynchronous, name)), name
@@ -50,7 +54,7 @@ def test_sync_and_async_apis_are_in_parity(sync, asynchronous):
 def test_sdk_imports_no_torch_and_no_server():
     code = (
         "import sys, tether, tether.aio, tether.maps, tether.cli\n"
-        "heavy = ('torch', 'diffusers', 'cv2', 'tether_server', 'PIL')\n"
+        "heavy = ('torch', 'diffusers', 'cv2', 'tether_server', 'PIL', 'websockets')\n"
         "bad = [m for m in heavy if m in sys.modules]\n"
         "print(bad)"
     )

@@ -24,6 +24,7 @@ from .errors import (
     Unauthenticated,
     Unavailable,
 )
+from .live import LiveConfig, LiveError, LiveFrame, LiveResult, LiveSession
 from .protocol import (
     BaseModel,
     Canny,
@@ -35,6 +36,7 @@ from .protocol import (
     Limits,
     ModelList,
     Normal,
+    Picture,
     Progress,
     Queued,
     Result,
@@ -58,7 +60,13 @@ __all__ = [
     "InvalidArgument",
     "Invert",
     "Limits",
+    "LiveConfig",
+    "LiveError",
+    "LiveFrame",
+    "LiveResult",
+    "LiveSession",
     "ModelList",
+    "Picture",
     "Normal",
     "NotFound",
     "PermissionDenied",

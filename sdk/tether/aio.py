@@ -9,9 +9,10 @@ import grpc
 import grpc.aio
 import numpy as np
 
-from . import connection, images, protocol
+from . import connection, images, live, protocol
 from ._proto.tether.v1 import tether_pb2, tether_pb2_grpc
 from .errors import Cancelled, Internal, from_status
+from .live import LiveConfig, LiveEvent, LiveFrame
 from .protocol import Control, Event, ModelList, Progress, Result, ServerInfo
 
 
@@ -41,6 +42,49 @@ class Stream:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.cancel()
+
+
+class LiveSession:
+    """A live session: `async with client.live(config) as session`, then `await
+    session.send(frame)` and `async for event in session` (see `tether.live`)."""
+
+    def __init__(self, stub: Any, metadata: tuple, config: LiveConfig) -> None:
+        self._call = stub.Live(metadata=metadata)
+        self._config = config
+
+    async def send(self, frame: LiveFrame) -> None:
+        await self._write(live.frame_request(frame))
+
+    async def configure(self, config: LiveConfig) -> None:
+        """A new config, for the frames processed after it."""
+        await self._write(live.config_request(config))
+
+    async def close(self) -> None:
+        await self._call.done_writing()
+
+    def cancel(self) -> None:
+        """End the session now, results in flight included."""
+        self._call.cancel()
+
+    async def __aiter__(self) -> AsyncIterator[LiveEvent]:
+        try:
+            while (event := await self._call.read()) is not grpc.aio.EOF:
+                yield live.event_from_proto(event)
+        except grpc.RpcError as error:
+            raise from_status(error.code(), error.details()) from None
+
+    async def __aenter__(self) -> LiveSession:
+        await self._write(live.config_request(self._config))
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.cancel()
+
+    async def _write(self, request: Any) -> None:
+        try:
+            await self._call.write(request)
+        except grpc.RpcError as error:
+            raise from_status(error.code(), error.details()) from None
 
 
 class Client:
@@ -90,6 +134,10 @@ class Client:
         request = protocol.preprocess_request(control, width, height)
         response = await self._unary(self._stub.Preprocess, request, timeout)
         return images.array_from_raw(response.image.raw, "preprocessed")
+
+    def live(self, config: LiveConfig) -> LiveSession:
+        """Open a live session; use it with `async with` (see `tether.live`)."""
+        return LiveSession(self._stub, self._metadata, config)
 
     def stream(self, prompt: str, *, timeout: float | None = None, **options: Any) -> Stream:
         """Start a generation and return its events; options as for `tether.Client.stream`."""

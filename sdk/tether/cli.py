@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, bridge
 from .client import Client
 from .errors import TetherError
 from .protocol import Canny, Control, Invert, Progress, Queued, Result
@@ -113,6 +113,12 @@ def _parser() -> argparse.ArgumentParser:
         ("info", "show the server's version, device and limits"),
     ):
         connection(commands.add_parser(name, help=text))
+
+    bridge.add_arguments(
+        commands.add_parser(
+            "bridge", help="WebSocket bridge for hosts without gRPC (Godot); needs tether[bridge]"
+        )
+    )
 
     serve = commands.add_parser("serve", help="run the server (needs tether[server])")
     serve.add_argument("--models", type=Path, help="TOML file of models (default: embedded tiny)")
@@ -262,7 +268,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    command = {"generate": _generate, "models": _models, "info": _info, "serve": _serve}
+    command = {
+        "generate": _generate,
+        "models": _models,
+        "info": _info,
+        "serve": _serve,
+        "bridge": bridge.main,
+    }
     try:
         return command[args.command](args)
     except TetherError as error:

@@ -11,6 +11,7 @@ import numpy as np
 from . import connection, images, protocol
 from ._proto.tether.v1 import tether_pb2, tether_pb2_grpc
 from .errors import Internal, from_status
+from .live import LiveConfig, LiveSession
 from .protocol import Control, Event, ModelList, Progress, Result, ServerInfo
 
 
@@ -89,6 +90,10 @@ class Client:
         request = protocol.preprocess_request(control, width, height)
         response = self._unary(self._stub.Preprocess, request, timeout)
         return images.array_from_raw(response.image.raw, "preprocessed")
+
+    def live(self, config: LiveConfig) -> LiveSession:
+        """Open a live session: `send` frames, iterate over results (see `tether.live`)."""
+        return LiveSession(self._stub, self._metadata, config)
 
     def stream(self, prompt: str, *, timeout: float | None = None, **options: Any) -> Stream:
         """Start a generation and return its events (Queued, Progress..., Result).

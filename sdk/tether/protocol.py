@@ -183,13 +183,14 @@ class Control:
             raise ValueError(f"{field}.resize: must be one of {', '.join(RESIZE_MODES)}")
         unit = tether_pb2.ControlUnit(
             model=self.model,
-            image=images.to_proto(self.image, f"{field}.image"),
             weight=self.weight,
             start=self.start,
             end=self.end,
             mode=CONTROL_MODES[self.mode],
             resize=RESIZE_MODES[self.resize],
         )
+        if self.image is not None:  # None in live configs: frames bring the images
+            unit.image.CopyFrom(images.to_proto(self.image, f"{field}.image"))
         settings = self.preprocessor
         if isinstance(settings, Canny):
             unit.canny.CopyFrom(tether_pb2.CannyPreprocessor(low=settings.low, high=settings.high))
@@ -267,14 +268,12 @@ class Timings:
 
 
 @dataclass(frozen=True)
-class Result:
-    """The finished image. `image` gives its pixels; `data` holds what the server sent."""
+class Picture:
+    """An image as the server sent it: `image` gives its pixels, `data` the bytes."""
 
-    seed: int
-    timings: Timings
     format: str  # "raw", "png", "jpeg" or "webp"
     data: bytes  # the encoded file, or RGB8 pixels for "raw"
-    width: int
+    width: int  # of a raw image; 0 for encoded files, whose header says
     height: int
 
     @property
@@ -301,6 +300,23 @@ class Result:
             ) from error
         PILImage.fromarray(self.image).save(path)
         return path
+
+
+@dataclass(frozen=True)
+class Result(Picture):
+    """The finished image of a generation, with the seed used and where the time went."""
+
+    seed: int
+    timings: Timings
+
+
+def picture_fields(image: image_pb2.Image) -> dict[str, Any]:
+    """The Picture fields of an Image message."""
+    if image.WhichOneof("kind") == "raw":
+        raw = image.raw
+        return {"format": "raw", "data": raw.data, "width": raw.width, "height": raw.height}
+    fmt = (images.encoded_format(image.encoded) or "png").lower()
+    return {"format": fmt, "data": image.encoded, "width": 0, "height": 0}
 
 
 Event = Queued | Progress | Result
@@ -348,6 +364,7 @@ class ServerInfo:
     device: str
     dtype: str
     limits: Limits
+    live_sessions: int
 
 
 def generate_request(
@@ -430,12 +447,6 @@ def event_from_proto(event: tether_pb2.GenerateEvent) -> Event:
         return Progress(step=progress.step, total=progress.total, preview=preview)
     result = event.result
     timings = result.timings
-    image = result.image
-    if image.WhichOneof("kind") == "raw":
-        fmt, data, width, height = "raw", image.raw.data, image.raw.width, image.raw.height
-    else:
-        fmt = (images.encoded_format(image.encoded) or "png").lower()
-        data, width, height = image.encoded, 0, 0
     return Result(
         seed=result.seed,
         timings=Timings(
@@ -446,10 +457,7 @@ def event_from_proto(event: tether_pb2.GenerateEvent) -> Event:
             total_ms=timings.total_ms,
             batch_size=timings.batch_size,
         ),
-        format=fmt,
-        data=data,
-        width=width,
-        height=height,
+        **picture_fields(result.image),
     )
 
 
@@ -485,4 +493,5 @@ def server_info_from_proto(info: tether_pb2.ServerInfo) -> ServerInfo:
         device=info.device,
         dtype=info.dtype,
         limits=limits_from_proto(info.limits),
+        live_sessions=info.live_sessions,
     )

@@ -29,6 +29,7 @@ from .errors import (
     Unavailable,
     invalid,
 )
+from .live import LiveSession
 from .preprocess import MAX_INPUT_PIXELS
 from .worker import Done, Failed, Queued, Ticket, Worker
 
@@ -65,6 +66,7 @@ class TetherService(tether_pb2_grpc.TetherServicer):
     def __init__(self, limits: tether_pb2.Limits) -> None:
         self.limits = limits
         self.worker: Worker | None = None  # set by `ready` once the models are loaded
+        self.live_sessions = 0
 
     def ready(self, worker: Worker) -> None:
         self.worker = worker
@@ -135,6 +137,21 @@ class TetherService(tether_pb2_grpc.TetherServicer):
         control_map = preprocess.control_map(unit, kind, size, "control")
         return images.encode(control_map, request.format)
 
+    async def Live(
+        self,
+        requests: AsyncIterator[tether_pb2.LiveRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[tether_pb2.LiveEvent]:
+        worker = await self._worker_or_abort(context)
+        self.live_sessions += 1
+        try:
+            async for event in LiveSession(worker).run(requests):
+                yield event
+        finally:
+            # Also when the client goes away: the handler is cancelled and the session's
+            # reader and any running frame stop with it.
+            self.live_sessions -= 1
+
     async def ListModels(
         self, request: tether_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> tether_pb2.ListModelsResponse:
@@ -166,6 +183,7 @@ class TetherService(tether_pb2_grpc.TetherServicer):
             device=str(models.device),
             dtype=str(models.dtype).removeprefix("torch."),
             limits=self.limits,
+            live_sessions=self.live_sessions,
         )
 
     # -- helpers -----------------------------------------------------------------------------

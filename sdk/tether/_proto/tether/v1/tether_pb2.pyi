@@ -300,13 +300,93 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("version", "device", "dtype", "limits")
+    __slots__ = ("version", "device", "dtype", "limits", "live_sessions")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
+    LIVE_SESSIONS_FIELD_NUMBER: _ClassVar[int]
     version: str
     device: str
     dtype: str
     limits: Limits
-    def __init__(self, version: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
+    live_sessions: int
+    def __init__(self, version: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., live_sessions: _Optional[int] = ...) -> None: ...
+
+class LiveConfig(_message.Message):
+    __slots__ = ("model", "prompt", "negative_prompt", "seed", "steps", "strength", "guidance_scale", "width", "height", "scheduler", "controls", "output_format", "reuse_threshold")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULER_FIELD_NUMBER: _ClassVar[int]
+    CONTROLS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    REUSE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    prompt: str
+    negative_prompt: str
+    seed: int
+    steps: int
+    strength: float
+    guidance_scale: float
+    width: int
+    height: int
+    scheduler: str
+    controls: _containers.RepeatedCompositeFieldContainer[ControlUnit]
+    output_format: _image_pb2.ImageFormat
+    reuse_threshold: float
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., strength: _Optional[float] = ..., guidance_scale: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., scheduler: _Optional[str] = ..., controls: _Optional[_Iterable[_Union[ControlUnit, _Mapping]]] = ..., output_format: _Optional[_Union[_image_pb2.ImageFormat, str]] = ..., reuse_threshold: _Optional[float] = ...) -> None: ...
+
+class LiveFrame(_message.Message):
+    __slots__ = ("id", "image", "controls")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    CONTROLS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    image: _image_pb2.Image
+    controls: _containers.RepeatedCompositeFieldContainer[_image_pb2.Image]
+    def __init__(self, id: _Optional[int] = ..., image: _Optional[_Union[_image_pb2.Image, _Mapping]] = ..., controls: _Optional[_Iterable[_Union[_image_pb2.Image, _Mapping]]] = ...) -> None: ...
+
+class LiveRequest(_message.Message):
+    __slots__ = ("config", "frame")
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    config: LiveConfig
+    frame: LiveFrame
+    def __init__(self, config: _Optional[_Union[LiveConfig, _Mapping]] = ..., frame: _Optional[_Union[LiveFrame, _Mapping]] = ...) -> None: ...
+
+class LiveResult(_message.Message):
+    __slots__ = ("frame_id", "image", "dropped", "latency_ms", "reused")
+    FRAME_ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    REUSED_FIELD_NUMBER: _ClassVar[int]
+    frame_id: int
+    image: _image_pb2.Image
+    dropped: int
+    latency_ms: float
+    reused: bool
+    def __init__(self, frame_id: _Optional[int] = ..., image: _Optional[_Union[_image_pb2.Image, _Mapping]] = ..., dropped: _Optional[int] = ..., latency_ms: _Optional[float] = ..., reused: _Optional[bool] = ...) -> None: ...
+
+class LiveError(_message.Message):
+    __slots__ = ("frame_id", "message")
+    FRAME_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    frame_id: int
+    message: str
+    def __init__(self, frame_id: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class LiveEvent(_message.Message):
+    __slots__ = ("result", "error")
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    result: LiveResult
+    error: LiveError
+    def __init__(self, result: _Optional[_Union[LiveResult, _Mapping]] = ..., error: _Optional[_Union[LiveError, _Mapping]] = ...) -> None: ...

@@ -54,6 +54,11 @@ class TetherStub:
                 request_serializer=tether_dot_v1_dot_tether__pb2.PreprocessRequest.SerializeToString,
                 response_deserializer=tether_dot_v1_dot_tether__pb2.PreprocessResponse.FromString,
                 _registered_method=True)
+        self.Live = channel.stream_stream(
+                '/tether.v1.Tether/Live',
+                request_serializer=tether_dot_v1_dot_tether__pb2.LiveRequest.SerializeToString,
+                response_deserializer=tether_dot_v1_dot_tether__pb2.LiveEvent.FromString,
+                _registered_method=True)
 
 
 class TetherServicer:
@@ -90,6 +95,16 @@ class TetherServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Live(self, request_iterator, context):
+        """A live session: the client sends a config, then frames (and may send a new config
+        at any time); the server answers each frame it processes with a LiveResult. Frames
+        that arrive while one is processed replace each other: the latest wins, the others
+        are counted as dropped. A bad frame gets a LiveError and the session goes on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TetherServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +127,11 @@ def add_TetherServicer_to_server(servicer, server):
                     servicer.Preprocess,
                     request_deserializer=tether_dot_v1_dot_tether__pb2.PreprocessRequest.FromString,
                     response_serializer=tether_dot_v1_dot_tether__pb2.PreprocessResponse.SerializeToString,
+            ),
+            'Live': grpc.stream_stream_rpc_method_handler(
+                    servicer.Live,
+                    request_deserializer=tether_dot_v1_dot_tether__pb2.LiveRequest.FromString,
+                    response_serializer=tether_dot_v1_dot_tether__pb2.LiveEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +242,33 @@ class Tether:
             '/tether.v1.Tether/Preprocess',
             tether_dot_v1_dot_tether__pb2.PreprocessRequest.SerializeToString,
             tether_dot_v1_dot_tether__pb2.PreprocessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Live(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/tether.v1.Tether/Live',
+            tether_dot_v1_dot_tether__pb2.LiveRequest.SerializeToString,
+            tether_dot_v1_dot_tether__pb2.LiveEvent.FromString,
             options,
             channel_credentials,
             insecure,
