@@ -154,9 +154,9 @@ async def serve(args: argparse.Namespace) -> None:
     # 1. Models load and warm up off the event loop, which keeps answering health checks.
     models = await asyncio.to_thread(load_models, args)
     engine = Engine(models, max_pixels=args.max_pixels, max_steps=args.max_steps)
-    await asyncio.to_thread(warm_up, engine)
-    worker = Worker(engine, max_queue=args.max_queue, max_batch=args.max_batch)
+    worker = Worker(engine, max_queue=args.max_queue, max_batch=args.max_batch, warm_up=warm_up)
     worker.start()
+    await asyncio.to_thread(worker.ready.wait)
     service.ready(worker)
     for name in ("", SERVICE_NAME):
         await health_service.set(name, health_pb2.HealthCheckResponse.SERVING)
