@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -51,40 +52,52 @@ class LiveSession:
     def __init__(self, stub: Any, metadata: tuple, config: LiveConfig) -> None:
         self._call = stub.Live(metadata=metadata)
         self._config = config
+        # The same outbox as the sync session: a frame still waiting is replaced by a newer one.
+        self._outbox = live.Outbox()
+        self._writer: asyncio.Task | None = None
 
     async def send(self, frame: LiveFrame) -> None:
-        await self._write(live.frame_request(frame))
+        self._outbox.put(live.frame_request(frame))
 
     async def configure(self, config: LiveConfig) -> None:
         """A new config, for the frames processed after it."""
-        await self._write(live.config_request(config))
+        self._outbox.put(live.config_request(config))
 
     async def close(self) -> None:
-        await self._call.done_writing()
+        self._outbox.put(None)
+        if self._writer is not None:
+            await self._writer
 
     def cancel(self) -> None:
         """End the session now, results in flight included."""
+        self._outbox.put(None)
         self._call.cancel()
 
     async def __aiter__(self) -> AsyncIterator[LiveEvent]:
         try:
             while (event := await self._call.read()) is not grpc.aio.EOF:
-                yield live.event_from_proto(event)
+                yield live.event_from_proto(event, self._outbox.dropped)
         except grpc.RpcError as error:
             raise from_status(error.code(), error.details()) from None
 
     async def __aenter__(self) -> LiveSession:
-        await self._write(live.config_request(self._config))
+        self._outbox.put(live.config_request(self._config))
+        self._writer = asyncio.create_task(self._write_all())
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.cancel()
 
-    async def _write(self, request: Any) -> None:
-        try:
-            await self._call.write(request)
-        except grpc.RpcError as error:
-            raise from_status(error.code(), error.details()) from None
+    async def _write_all(self) -> None:
+        requests = self._outbox.requests()
+        # The outbox blocks a thread while it waits; writes wait for flow control here.
+        while (request := await asyncio.to_thread(next, requests, None)) is not None:
+            try:
+                await self._call.write(request)
+            except (grpc.RpcError, asyncio.InvalidStateError):
+                return  # the call ended; iteration reports why
+        if not self._call.done():
+            await self._call.done_writing()
 
 
 class Client:

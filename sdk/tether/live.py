@@ -14,7 +14,8 @@ served, and results name the frame they answer. `tether.aio.Client.live` is the 
 
 from __future__ import annotations
 
-import queue
+import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -120,34 +121,65 @@ def frame_request(frame: LiveFrame) -> tether_pb2.LiveRequest:
     return tether_pb2.LiveRequest(frame=frame.to_proto())
 
 
-def event_from_proto(event: tether_pb2.LiveEvent) -> LiveEvent:
+def event_from_proto(event: tether_pb2.LiveEvent, dropped_here: int = 0) -> LiveEvent:
+    """`dropped_here`: frames the client replaced before they were sent, added to the
+    server's count so that answered + dropped = sent."""
     if event.WhichOneof("event") == "error":
         return LiveError(frame_id=event.error.frame_id, message=event.error.message)
     result = event.result
     return LiveResult(
         frame_id=result.frame_id,
-        dropped=result.dropped,
+        dropped=result.dropped + dropped_here,
         latency_ms=result.latency_ms,
         reused=result.reused,
         **protocol.picture_fields(result.image),
     )
 
 
+class Outbox:
+    """Messages waiting to be written, in order; a frame still waiting is replaced by a
+    newer one (latest wins on this side too), so a host sending faster than the server
+    serves does not make the server parse frames it would drop anyway."""
+
+    def __init__(self) -> None:
+        self._waiting: deque[tether_pb2.LiveRequest | None] = deque()
+        self._condition = threading.Condition()
+        self.dropped = 0
+
+    def put(self, request: tether_pb2.LiveRequest | None) -> None:
+        """A request, or None for the end of the stream."""
+        with self._condition:
+            last = self._waiting[-1] if self._waiting else None
+            if _is_frame(request) and _is_frame(last):
+                self._waiting[-1] = request
+                self.dropped += 1
+            else:
+                self._waiting.append(request)
+            self._condition.notify()
+
+    def requests(self) -> Iterator[tether_pb2.LiveRequest]:
+        while True:
+            with self._condition:
+                self._condition.wait_for(lambda: self._waiting)
+                request = self._waiting.popleft()
+            if request is None:
+                return
+            yield request
+
+
+def _is_frame(request: tether_pb2.LiveRequest | None) -> bool:
+    return request is not None and request.HasField("frame")
+
+
 class LiveSession:
     """A live session (see the module docstring). `send` and `configure` return at once;
     `close` says no more frames, and iteration ends after the last result."""
 
-    _CLOSED = None
-
     def __init__(self, stub: Any, metadata: tuple, config: LiveConfig) -> None:
-        self._outbox: queue.Queue[tether_pb2.LiveRequest | None] = queue.Queue()
+        self._outbox = Outbox()
         self._outbox.put(config_request(config))
-        self._call = stub.Live(self._requests(), metadata=metadata)
-
-    def _requests(self) -> Iterator[tether_pb2.LiveRequest]:
-        # grpc's own thread takes messages from here as the connection allows.
-        while (request := self._outbox.get()) is not self._CLOSED:
-            yield request
+        # grpc's own thread takes messages from the outbox as the connection allows.
+        self._call = stub.Live(self._outbox.requests(), metadata=metadata)
 
     def send(self, frame: LiveFrame) -> None:
         self._outbox.put(frame_request(frame))
@@ -157,7 +189,7 @@ class LiveSession:
         self._outbox.put(config_request(config))
 
     def close(self) -> None:
-        self._outbox.put(self._CLOSED)
+        self._outbox.put(None)
 
     def cancel(self) -> None:
         """End the session now, results in flight included."""
@@ -167,7 +199,7 @@ class LiveSession:
     def __iter__(self) -> Iterator[LiveEvent]:
         try:
             for event in self._call:
-                yield event_from_proto(event)
+                yield event_from_proto(event, self._outbox.dropped)
         except grpc.RpcError as error:
             raise from_status(error.code(), error.details()) from None
 
