@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 from tether._proto.tether.v1 import image_pb2, tether_pb2
 
-from . import images, preprocess, resize, schedulers
-from .engine import ControlInput, Job
-from .errors import NotFound, TetherError, invalid
+from . import images, jobs, resize, schedulers
+from .engine import Job
+from .errors import TetherError, invalid
 from .preprocess import MAX_INPUT_PIXELS
 from .worker import Failed, Queued, Ticket, Worker
 
@@ -30,7 +30,6 @@ MAX_STEPS = 4
 DEFAULT_STEPS = 2
 DEFAULT_STRENGTH = 0.5
 DEFAULT_SCHEDULER = "euler"
-_CONTROL_MODES = {0: "balanced", 1: "balanced", 2: "prompt", 3: "control"}
 
 
 @dataclass
@@ -100,8 +99,7 @@ class LiveSession:
     def _check_config(self, config: tether_pb2.LiveConfig) -> None:
         """What can be checked before a frame arrives; the rest is checked per frame."""
         models = self.worker.engine.models
-        if config.model and config.model != models.name:
-            raise NotFound(f"model: no model {config.model!r}; this server has {models.name!r}")
+        jobs.check_model(models, config.model)
         if config.HasField("steps") and not 1 <= config.steps <= MAX_STEPS:
             raise invalid(
                 "steps", f"must be 1 to {MAX_STEPS} for live sessions (got {config.steps})"
@@ -109,11 +107,7 @@ class LiveSession:
         if config.scheduler and config.scheduler not in schedulers.SCHEDULERS:
             raise invalid("scheduler", f"unknown scheduler {config.scheduler!r}")
         for i, unit in enumerate(config.controls):
-            if unit.model not in models.controls:
-                raise NotFound(
-                    f"controls[{i}].model: no control model {unit.model!r}; this server has "
-                    f"{', '.join(models.controls)}"
-                )
+            jobs.control_kind(models, unit.model, f"controls[{i}]")
         if config.output_format not in image_pb2.ImageFormat.values():
             raise invalid("output_format", "must be PNG, JPEG, WEBP or RAW")
 
@@ -179,17 +173,7 @@ def _job(
         with_image = tether_pb2.ControlUnit()
         with_image.CopyFrom(unit)
         with_image.image.CopyFrom(image)
-        kind = models.controls[unit.model].kind
-        controls.append(
-            ControlInput(
-                model=unit.model,
-                image=preprocess.control_map(with_image, kind, size, f"frame.controls[{i}]"),
-                weight=unit.weight if unit.HasField("weight") else 1.0,
-                start=unit.start if unit.HasField("start") else 0.0,
-                end=unit.end if unit.HasField("end") else 1.0,
-                mode=_CONTROL_MODES.get(unit.mode, "balanced"),
-            )
-        )
+        controls.append(jobs.control_input(with_image, models, size, f"frame.controls[{i}]"))
     job = Job(
         prompt=config.prompt,
         negative_prompt=config.negative_prompt,

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from tether._proto.tether.v1 import image_pb2, tether_pb2, tether_pb2_grpc
 
-from . import __version__, images, preprocess, schedulers
-from .engine import ControlInput, Job
+from . import __version__, images, jobs, preprocess, schedulers
+from .engine import Job
 from .errors import (
     Cancelled,
     InvalidArgument,
@@ -48,12 +48,6 @@ DEFAULT_GUIDANCE = 7.5
 DEFAULT_STRENGTH = 0.75
 DEFAULT_MASK_BLUR = 4.0
 
-_CONTROL_MODES = {
-    tether_pb2.CONTROL_MODE_UNSPECIFIED: "balanced",
-    tether_pb2.CONTROL_MODE_BALANCED: "balanced",
-    tether_pb2.CONTROL_MODE_PROMPT: "prompt",
-    tether_pb2.CONTROL_MODE_CONTROL: "control",
-}
 _PREVIEW_MODES = {
     tether_pb2.PREVIEW_MODE_UNSPECIFIED: "none",
     tether_pb2.PREVIEW_MODE_NONE: "none",
@@ -132,7 +126,7 @@ class TetherService(tether_pb2_grpc.TetherServicer):
         if request.format not in image_pb2.ImageFormat.values():
             raise invalid("format", "must be PNG, JPEG, WEBP or RAW")
         unit = request.control
-        kind = _control_kind(worker.engine.models, unit.model, "control")
+        kind = jobs.control_kind(worker.engine.models, unit.model, "control")
         size = (request.width, request.height) if request.width else None
         control_map = preprocess.control_map(unit, kind, size, "control")
         return images.encode(control_map, request.format)
@@ -203,26 +197,13 @@ class TetherService(tether_pb2_grpc.TetherServicer):
         """GenerateRequest -> engine Job, with defaults applied and images decoded. Ranges
         are the engine's to check."""
         models = worker.engine.models
-        if request.model and request.model != models.name:
-            raise NotFound(f"model: no model {request.model!r}; this server has {models.name!r}")
+        jobs.check_model(models, request.model)
         width = request.width or models.default_size
         height = request.height or models.default_size
-        controls = []
-        for i, unit in enumerate(request.controls):
-            where = f"controls[{i}]"
-            if unit.mode not in _CONTROL_MODES:
-                raise invalid(f"{where}.mode", "must be BALANCED, PROMPT or CONTROL")
-            kind = _control_kind(models, unit.model, where)
-            controls.append(
-                ControlInput(
-                    model=unit.model,
-                    image=preprocess.control_map(unit, kind, (width, height), where),
-                    weight=unit.weight if unit.HasField("weight") else 1.0,
-                    start=unit.start if unit.HasField("start") else 0.0,
-                    end=unit.end if unit.HasField("end") else 1.0,
-                    mode=_CONTROL_MODES[unit.mode],
-                )
-            )
+        controls = [
+            jobs.control_input(unit, models, (width, height), f"controls[{i}]")
+            for i, unit in enumerate(request.controls)
+        ]
         init_image = None
         if request.HasField("init_image"):
             pixels = images.decode(request.init_image, "init_image", MAX_INPUT_PIXELS)
@@ -258,15 +239,6 @@ class TetherService(tether_pb2_grpc.TetherServicer):
             preview=_PREVIEW_MODES[request.preview.mode],
             preview_every=max(request.preview.every, 1),
         )
-
-
-def _control_kind(models, name: str, where: str) -> str:
-    if name not in models.controls:
-        raise NotFound(
-            f"{where}.model: no control model {name!r}; this server has "
-            f"{', '.join(models.controls) or 'none'}"
-        )
-    return models.controls[name].kind
 
 
 def _mask(request: tether_pb2.GenerateRequest, init_image: np.ndarray | None) -> np.ndarray:
