@@ -76,6 +76,7 @@ class LiveSession:
     async def __aiter__(self) -> AsyncIterator[LiveEvent]:
         try:
             while (event := await self._call.read()) is not grpc.aio.EOF:
+                self._outbox.answered(event)
                 yield live.event_from_proto(event, self._outbox.dropped)
         except grpc.RpcError as error:
             raise from_status(error.code(), error.details()) from None

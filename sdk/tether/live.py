@@ -8,8 +8,11 @@
         for event in session:          # tether.LiveResult or tether.LiveError
             ...
 
-The server keeps only the newest frame that waits: a host may send faster than frames are
-served, and results name the frame they answer. `tether.aio.Client.live` is the async twin.
+A host may send faster than frames are served: the session writes a frame only when the
+server has answered the one before, and then the newest one sent (latest wins; the others
+count as dropped), so each result is as fresh as the server's speed allows. Frames are
+paced by the results, so read them (iterate) while sending. Results name the frame they
+answer. `tether.aio.Client.live` is the async twin.
 """
 
 from __future__ import annotations
@@ -80,14 +83,16 @@ class LiveFrame:
     controls: Sequence[ImageInput] = field(default_factory=tuple)
 
     def to_proto(self) -> tether_pb2.LiveFrame:
-        return tether_pb2.LiveFrame(
-            id=self.id,
-            image=images.to_proto(self.image, "frame.image"),
-            controls=[
-                images.to_proto(image, f"frame.controls[{i}]")
-                for i, image in enumerate(self.controls)
-            ],
-        )
+        message = tether_pb2.LiveFrame()
+        self.write(message)
+        return message
+
+    def write(self, message: tether_pb2.LiveFrame) -> None:
+        """Fill `message` in place (see `images.write` for why)."""
+        message.id = self.id
+        images.write(message.image, self.image, "frame.image")
+        for i, image in enumerate(self.controls):
+            images.write(message.controls.add(), image, f"frame.controls[{i}]")
 
 
 @dataclass(frozen=True)
@@ -118,7 +123,9 @@ def config_request(config: LiveConfig) -> tether_pb2.LiveRequest:
 
 
 def frame_request(frame: LiveFrame) -> tether_pb2.LiveRequest:
-    return tether_pb2.LiveRequest(frame=frame.to_proto())
+    request = tether_pb2.LiveRequest()
+    frame.write(request.frame)
+    return request
 
 
 def event_from_proto(event: tether_pb2.LiveEvent, dropped_here: int = 0) -> LiveEvent:
@@ -137,12 +144,17 @@ def event_from_proto(event: tether_pb2.LiveEvent, dropped_here: int = 0) -> Live
 
 
 class Outbox:
-    """Messages waiting to be written, in order; a frame still waiting is replaced by a
-    newer one (latest wins on this side too), so a host sending faster than the server
-    serves does not make the server parse frames it would drop anyway."""
+    """Messages waiting to be written, in order, with frames paced by the server: at most
+    `window` frames are written and not yet answered. While the window is full, a new frame
+    replaces the one waiting here (latest wins on this side too). So a host that renders
+    faster than the server serves sends only frames that will be served, each the newest
+    one when the server is ready for it, and nothing is serialised, sent or parsed only to
+    be dropped."""
 
-    def __init__(self) -> None:
+    def __init__(self, window: int = 1) -> None:
         self._waiting: deque[tether_pb2.LiveRequest | None] = deque()
+        self._unanswered: deque[int] = deque()  # ids of the frames written, oldest first
+        self._window = window
         self._condition = threading.Condition()
         self.dropped = 0
 
@@ -157,14 +169,32 @@ class Outbox:
                 self._waiting.append(request)
             self._condition.notify()
 
+    def answered(self, event: tether_pb2.LiveEvent) -> None:
+        """The server answered a frame (a result or an error): it, and any frame written
+        before it (the server dropped those), leave the window."""
+        answer = event.result if event.WhichOneof("event") == "result" else event.error
+        with self._condition:
+            if answer.frame_id in self._unanswered:
+                while self._unanswered.popleft() != answer.frame_id:
+                    pass
+                self._condition.notify()
+
     def requests(self) -> Iterator[tether_pb2.LiveRequest]:
         while True:
             with self._condition:
-                self._condition.wait_for(lambda: self._waiting)
+                self._condition.wait_for(self._ready)
                 request = self._waiting.popleft()
+                if _is_frame(request):
+                    self._unanswered.append(request.frame.id)
             if request is None:
                 return
             yield request
+
+    def _ready(self) -> bool:
+        """Configs and the end of the stream go at once; a frame when the window has room."""
+        if not self._waiting:
+            return False
+        return not _is_frame(self._waiting[0]) or len(self._unanswered) < self._window
 
 
 def _is_frame(request: tether_pb2.LiveRequest | None) -> bool:
@@ -199,6 +229,7 @@ class LiveSession:
     def __iter__(self) -> Iterator[LiveEvent]:
         try:
             for event in self._call:
+                self._outbox.answered(event)
                 yield event_from_proto(event, self._outbox.dropped)
         except grpc.RpcError as error:
             raise from_status(error.code(), error.details()) from None

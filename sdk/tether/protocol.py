@@ -177,20 +177,24 @@ class Control:
         return cls(model, _float_buffer(normals), preprocessor=settings, **unit)
 
     def to_proto(self, field: str = "control") -> tether_pb2.ControlUnit:
+        unit = tether_pb2.ControlUnit()
+        self.write(unit, field)
+        return unit
+
+    def write(self, unit: tether_pb2.ControlUnit, field: str = "control") -> None:
+        """Fill `unit`, a field of a request being built (see `images.write` for why)."""
         if self.mode not in CONTROL_MODES:
             raise ValueError(f"{field}.mode: must be one of {', '.join(CONTROL_MODES)}")
         if self.resize not in RESIZE_MODES:
             raise ValueError(f"{field}.resize: must be one of {', '.join(RESIZE_MODES)}")
-        unit = tether_pb2.ControlUnit(
-            model=self.model,
-            weight=self.weight,
-            start=self.start,
-            end=self.end,
-            mode=CONTROL_MODES[self.mode],
-            resize=RESIZE_MODES[self.resize],
-        )
+        unit.model = self.model
+        unit.weight = self.weight
+        unit.start = self.start
+        unit.end = self.end
+        unit.mode = CONTROL_MODES[self.mode]
+        unit.resize = RESIZE_MODES[self.resize]
         if self.image is not None:  # None in live configs: frames bring the images
-            unit.image.CopyFrom(images.to_proto(self.image, f"{field}.image"))
+            images.write(unit.image, self.image, f"{field}.image")
         settings = self.preprocessor
         if isinstance(settings, Canny):
             unit.canny.CopyFrom(tether_pb2.CannyPreprocessor(low=settings.low, high=settings.high))
@@ -219,7 +223,6 @@ class Control:
             )
         elif isinstance(settings, Invert):
             unit.invert.SetInParent()
-        return unit
 
 
 def _float_buffer(buffer: Any) -> np.ndarray:
@@ -400,7 +403,6 @@ def generate_request(
         width=width or 0,
         height=height or 0,
         scheduler=scheduler or "",
-        controls=[unit.to_proto(f"controls[{i}]") for i, unit in enumerate(controls)],
         preview=tether_pb2.PreviewOptions(
             mode=PREVIEW_MODES[preview] if preview else tether_pb2.PREVIEW_MODE_NONE,
             every=preview_every,
@@ -417,22 +419,23 @@ def generate_request(
     ):
         if value is not None:
             setattr(request, name, value)
+    for i, unit in enumerate(controls):
+        unit.write(request.controls.add(), f"controls[{i}]")
     if init_image is not None:
-        request.init_image.CopyFrom(images.to_proto(init_image, "init_image"))
+        images.write(request.init_image, init_image, "init_image")
     if mask is not None:
-        request.mask.CopyFrom(images.to_proto(mask, "mask"))
+        images.write(request.mask, mask, "mask")
     return request
 
 
 def preprocess_request(
     control: Control, width: int | None, height: int | None
 ) -> tether_pb2.PreprocessRequest:
-    return tether_pb2.PreprocessRequest(
-        control=control.to_proto("control"),
-        width=width or 0,
-        height=height or 0,
-        format=image_pb2.IMAGE_FORMAT_RAW,
+    request = tether_pb2.PreprocessRequest(
+        width=width or 0, height=height or 0, format=image_pb2.IMAGE_FORMAT_RAW
     )
+    control.write(request.control, "control")
+    return request
 
 
 def event_from_proto(event: tether_pb2.GenerateEvent) -> Event:

@@ -69,16 +69,18 @@ def to_rgb(array: np.ndarray, field: str) -> np.ndarray:
     return np.ascontiguousarray(rgb[:, :, :3])
 
 
-def encode(pixels: np.ndarray, fmt: int) -> image_pb2.Image:
-    """(H, W, 3) float in [0, 1] -> Image in the requested format, 8 bits per channel,
-    rounded as diffusers' numpy_to_pil does."""
+def encode(pixels: np.ndarray, fmt: int, message: image_pb2.Image) -> None:
+    """(H, W, 3) float in [0, 1] -> `message` (a field of the response being built), in the
+    requested format, 8 bits per channel, rounded as diffusers' numpy_to_pil does. Filled in
+    place: protobuf copies a finished sub-message handed to a constructor byte by byte."""
     rgb8 = (pixels * 255).round().astype(np.uint8)
     if fmt == image_pb2.IMAGE_FORMAT_RAW:
-        return image_pb2.Image(raw=sdk_images.raw_from_array(rgb8))
+        sdk_images.write_raw(message.raw, rgb8)
+        return
     name, settings = _ENCODERS[fmt]
     buffer = io.BytesIO()
     PILImage.fromarray(rgb8).save(buffer, format=name, **settings)
-    return image_pb2.Image(encoded=buffer.getvalue())
+    message.encoded = buffer.getvalue()
 
 
 def _check_size(width: int, height: int, field: str, max_pixels: int) -> None:

@@ -121,8 +121,10 @@ class LiveSession:
             self.worker.engine.check(job)
         except TetherError as error:
             return _error(frame.id, str(error))
+        event = tether_pb2.LiveEvent()
         if self.last is not None and _close(inputs, self.last.inputs, config.reuse_threshold):
-            return self._result(frame.id, self.last.image, waiting.arrived, reused=True)
+            event.result.image.CopyFrom(self.last.image)
+            return self._result(event, frame.id, waiting.arrived, reused=True)
         ticket = Ticket(job, asyncio.get_running_loop())
         try:
             self.worker.submit(ticket)
@@ -136,19 +138,21 @@ class LiveSession:
             self.worker.withdraw(ticket)
         if isinstance(item, Failed) or item.output is None:
             return _error(frame.id, f"the engine failed: {getattr(item, 'error', 'cancelled')}")
-        image = await asyncio.to_thread(images.encode, item.output.image, config.output_format)
+        image = event.result.image
+        await asyncio.to_thread(images.encode, item.output.image, config.output_format, image)
         self.last = _Last(inputs, image)
-        return self._result(frame.id, image, waiting.arrived, reused=False)
+        return self._result(event, frame.id, waiting.arrived, reused=False)
 
-    def _result(self, frame_id, image, arrived: float, reused: bool) -> tether_pb2.LiveEvent:
-        result = tether_pb2.LiveResult(
-            frame_id=frame_id,
-            image=image,
-            dropped=self.dropped,
-            latency_ms=(time.perf_counter() - arrived) * 1000,
-            reused=reused,
-        )
-        return tether_pb2.LiveEvent(result=result)
+    def _result(
+        self, event: tether_pb2.LiveEvent, frame_id: int, arrived: float, reused: bool
+    ) -> tether_pb2.LiveEvent:
+        """`event` with its result's image already in place (filled, not copied)."""
+        result = event.result
+        result.frame_id = frame_id
+        result.dropped = self.dropped
+        result.latency_ms = (time.perf_counter() - arrived) * 1000
+        result.reused = reused
+        return event
 
 
 def _job(

@@ -129,7 +129,9 @@ class TetherService(tether_pb2_grpc.TetherServicer):
         kind = jobs.control_kind(worker.engine.models, unit.model, "control")
         size = (request.width, request.height) if request.width else None
         control_map = preprocess.control_map(unit, kind, size, "control")
-        return images.encode(control_map, request.format)
+        response = image_pb2.Image()
+        images.encode(control_map, request.format, response)
+        return response
 
     async def Live(
         self,
@@ -268,7 +270,7 @@ def _progress_poster(ticket: Ticket, preview_format: int):
     def post(step: int, total: int, preview) -> None:
         progress = tether_pb2.Progress(step=step, total=total)
         if preview is not None:
-            progress.preview.CopyFrom(images.encode(preview, preview_format))
+            images.encode(preview, preview_format, progress.preview)
         ticket.post(tether_pb2.GenerateEvent(progress=progress))
 
     return post
@@ -276,18 +278,17 @@ def _progress_poster(ticket: Ticket, preview_format: int):
 
 def _result_event(done: Done, request: tether_pb2.GenerateRequest, arrived: float):
     output = done.output
-    image = images.encode(output.image, request.output_format)
-    timings = tether_pb2.Timings(
-        queued_ms=done.queued_ms,
-        prepare_ms=output.prepare_ms,
-        denoise_ms=output.denoise_ms,
-        decode_ms=output.decode_ms,
-        batch_size=output.batch_size,
-    )
-    timings.total_ms = (time.perf_counter() - arrived) * 1000
-    return tether_pb2.GenerateEvent(
-        result=tether_pb2.Result(image=image, seed=output.seed, timings=timings)
-    )
+    event = tether_pb2.GenerateEvent()
+    result = event.result
+    images.encode(output.image, request.output_format, result.image)
+    result.seed = output.seed
+    result.timings.queued_ms = done.queued_ms
+    result.timings.prepare_ms = output.prepare_ms
+    result.timings.denoise_ms = output.denoise_ms
+    result.timings.decode_ms = output.decode_ms
+    result.timings.batch_size = output.batch_size
+    result.timings.total_ms = (time.perf_counter() - arrived) * 1000
+    return event
 
 
 def _status(error: TetherError) -> grpc.StatusCode:
