@@ -71,8 +71,8 @@ Host -> bridge, binary: a frame
 Buffer 0 is the colour image (the img2img input: RGB8, 3 channels of U8); buffer i >= 1 is
 the image of control unit i-1: e.g. linear depth as 1 channel of F32, view-space normals
 as 3 channels of F32 (raw float buffers: no 8-bit loss). Pixels are row-major, top row
-first, channels interleaved. A host may send faster than frames are served: the server
-keeps only the newest waiting frame and counts the others as dropped.
+first, channels interleaved. A host may send faster than frames are served: only the
+newest frame waiting when the server is ready is served, the others count as dropped.
 
 Bridge -> host and viewers, binary: a result
 --------------------------------------------

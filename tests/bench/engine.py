@@ -183,8 +183,9 @@ def main() -> None:
         "throughput_gain": round(one_by_one / batched, 4),
     }
     plain = results["plain"]["engine_s"]
-    previewed = median_time(lambda: engine.run([job(every_step, preview="fast")]), args.repeats,
-                            device)
+    previewed = median_time(
+        lambda: engine.run([job(every_step, preview="fast")]), args.repeats, device
+    )
     results["preview_fast"] = {
         "engine_s": round(previewed, 4),
         "share_of_step_time": round((previewed - plain) / plain, 4),

@@ -2,6 +2,7 @@
 
     python tests/bench/live.py          # tiny model, CPU: 128² and 256², 1/2/4 steps, 0/1/3 units
     python tests/bench/live.py --quick  # 128² only
+    python tests/bench/live.py --device cuda --dtype float16   # both sides on the GPU
 
 Tether: a real `tether serve` on a free port and one live session; the host sends a new
 frame every --interval seconds (faster than served: stale frames are dropped) and measures
@@ -123,7 +124,7 @@ def diffusers_run(pipe, size: int, steps: int, units: int, seconds: float):
     return {"fps": round(k / elapsed, 2), "lag_ms": round(statistics.median(lags) * 1000, 1)}
 
 
-def pipelines(tiny):
+def pipelines(tiny, device: str, dtype: torch.dtype):
     common = dict(
         vae=tiny.vae,
         text_encoder=tiny.text_encoder,
@@ -141,6 +142,7 @@ def pipelines(tiny):
         controlnet=MultiControlNetModel(nets), **common
     )
     for pipe in made.values():
+        pipe.to(device, dtype)
         pipe.set_progress_bar_config(disable=True)
     return made
 
@@ -150,11 +152,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="128x128 only")
     parser.add_argument("--seconds", type=float, default=3.0, help="per setting and side")
     parser.add_argument("--interval", type=float, default=0.01, help="seconds between frames")
+    parser.add_argument("--device", default="cpu", help="torch device of both sides")
+    parser.add_argument("--dtype", default="float32", choices=("float16", "bfloat16", "float32"))
     args = parser.parse_args()
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tether", "serve", "--port", str(port)], stderr=subprocess.DEVNULL
-    )
+    serve = ["tether", "serve", "--port", str(port), "--device", args.device, "--dtype", args.dtype]
+    server = subprocess.Popen([sys.executable, "-m", *serve], stderr=subprocess.DEVNULL)
     address = f"127.0.0.1:{port}"
     try:
         with tether.Client(address) as client:
@@ -164,7 +167,7 @@ def main() -> None:
                     break
                 except tether.Unavailable:
                     time.sleep(0.2)
-        pipes = pipelines(models.tiny())
+        pipes = pipelines(models.tiny(), args.device, getattr(torch, args.dtype))
         rows = []
         for size in (128,) if args.quick else (128, 256):
             for steps in (1, 2, 4):
@@ -191,7 +194,8 @@ def main() -> None:
             {
                 "benchmark": "live",
                 "model": "tiny",
-                "device": "cpu",
+                "device": args.device,
+                "dtype": args.dtype,
                 "torch": torch.__version__,
                 "seconds_per_setting": args.seconds,
                 "frame_interval_s": args.interval,
