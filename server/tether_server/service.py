@@ -107,15 +107,17 @@ class TetherService(tether_pb2_grpc.TetherServicer):
     ) -> tether_pb2.PreprocessResponse:
         worker = await self._worker_or_abort(context)
         try:
-            image = await asyncio.to_thread(self._preprocess, request, worker)
+            response = await asyncio.to_thread(self._preprocess, request, worker)
         except TetherError as error:
             await context.abort(_status(error), str(error))
         except Exception as error:  # a bug: say so as INTERNAL, never UNKNOWN
             log.exception("preprocessing failed")
             await context.abort(*_unexpected(error))
-        return tether_pb2.PreprocessResponse(image=image)
+        return response
 
-    def _preprocess(self, request: tether_pb2.PreprocessRequest, worker: Worker):
+    def _preprocess(
+        self, request: tether_pb2.PreprocessRequest, worker: Worker
+    ) -> tether_pb2.PreprocessResponse:
         """The map Generate would use for this unit, without touching the engine."""
         if bool(request.width) != bool(request.height):
             raise invalid("width", "set width and height together, or neither")
@@ -129,8 +131,8 @@ class TetherService(tether_pb2_grpc.TetherServicer):
         kind = jobs.control_kind(worker.engine.models, unit.model, "control")
         size = (request.width, request.height) if request.width else None
         control_map = preprocess.control_map(unit, kind, size, "control")
-        response = image_pb2.Image()
-        images.encode(control_map, request.format, response)
+        response = tether_pb2.PreprocessResponse()
+        images.encode(control_map, request.format, response.image)
         return response
 
     async def Live(
@@ -268,10 +270,12 @@ def _progress_poster(ticket: Ticket, preview_format: int):
     there and the asyncio loop only forwards finished messages."""
 
     def post(step: int, total: int, preview) -> None:
-        progress = tether_pb2.Progress(step=step, total=total)
+        event = tether_pb2.GenerateEvent()
+        event.progress.step = step
+        event.progress.total = total
         if preview is not None:
-            images.encode(preview, preview_format, progress.preview)
-        ticket.post(tether_pb2.GenerateEvent(progress=progress))
+            images.encode(preview, preview_format, event.progress.preview)
+        ticket.post(event)
 
     return post
 
