@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hmac
-import ipaddress
 import logging
 import signal
 import sys
@@ -22,8 +21,8 @@ import numpy as np
 import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from tether import connection
 from tether._proto.tether.v1 import tether_pb2, tether_pb2_grpc
-from tether.connection import MAX_MESSAGE_BYTES
 
 from . import models as model_sets
 from .engine import ControlInput, Engine, Job
@@ -40,7 +39,7 @@ def check_arguments(args: argparse.Namespace) -> str | None:
     """A one-line reason the server must not start with these arguments, or None."""
     if bool(args.tls_cert) != bool(args.tls_key):
         return "--tls-cert and --tls-key go together"
-    if not _is_loopback(args.host) and not (args.token or args.tls_cert or args.insecure):
+    if not connection.is_loopback(args.host) and not (args.token or args.tls_cert or args.insecure):
         return (
             f"refusing to listen on {args.host} without --token or --tls-cert/--tls-key: "
             "anyone on the network could use the GPU; pass --insecure to do it anyway"
@@ -49,15 +48,6 @@ def check_arguments(args: argparse.Namespace) -> str | None:
         if getattr(args, name) < 1:
             return f"--{name.replace('_', '-')} must be at least 1"
     return None
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class TokenAuth(grpc.aio.ServerInterceptor):
@@ -117,14 +107,11 @@ async def serve(args: argparse.Namespace) -> None:
         max_controls=8,
         max_queue=args.max_queue,
         max_batch=args.max_batch,
-        max_message_bytes=MAX_MESSAGE_BYTES,
+        max_message_bytes=connection.MAX_MESSAGE_BYTES,
     )
     server = grpc.aio.server(
         interceptors=[TokenAuth(args.token)] if args.token else [],
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ],
+        options=connection.options(),
     )
     service = TetherService(limits)
     tether_pb2_grpc.add_TetherServicer_to_server(service, server)

@@ -8,7 +8,6 @@ computer, so a local server works with online access off, and any other address 
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,13 +45,7 @@ def host_of(address: str) -> str:
 
 def is_loopback(address: str) -> bool:
     """True when "host:port" names this machine (localhost, 127.0.0.0/8, ::1)."""
-    host = host_of(address).lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return tether.connection.is_loopback(host_of(address).lower())
 
 
 def address_problem(config: ClientConfig, *, online_access: bool) -> str | None:
