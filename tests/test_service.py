@@ -33,31 +33,25 @@ def client(server):
 
 def test_generate_returns_the_image_seed_and_timings(client):
     depth = np.linspace(0, 1, SIZE * SIZE, dtype=np.float32).reshape(SIZE, SIZE)
-    result = client.generate(
-        "a stone bridge",
-        controls=[
-            tether.Control("depth", depth, weight=0.8, end=0.6),
-            tether.Control("canny", grey()),
-        ],
-        steps=4,
-        seed=11,
-        width=SIZE,
-        height=SIZE,
-    )
+
+    def generate() -> tether.Result:
+        return client.generate(
+            "a stone bridge",
+            controls=[
+                tether.Control("depth", depth, weight=0.8, end=0.6),
+                tether.Control("canny", grey()),
+            ],
+            steps=4,
+            seed=11,
+            width=SIZE,
+            height=SIZE,
+        )
+
+    result = generate()
     assert result.image.shape == (SIZE, SIZE, 3) and result.image.dtype == np.uint8
     assert result.seed == 11
     assert result.timings.denoise_ms > 0 and result.timings.total_ms >= result.timings.denoise_ms
-    again = client.generate(
-        "a stone bridge",
-        controls=[
-            tether.Control("depth", depth, weight=0.8, end=0.6),
-            tether.Control("canny", grey()),
-        ],
-        steps=4,
-        seed=11,
-        width=SIZE,
-        height=SIZE,
-    )
+    again = generate()
     assert np.array_equal(result.image, again.image)
 
 
