@@ -33,6 +33,7 @@ from .models import ModelSet
 
 CONTROL_MODES = ("balanced", "prompt", "control")
 PREVIEW_MODES = ("none", "fast", "full")
+MAX_CONTROLS = 8  # units per job
 
 # SD 1.5 latent channels -> RGB (rows: latent channels; columns: R, G, B). ComfyUI's
 # coefficients; applied to the predicted clean latent they give a 1/8-size preview for free.
@@ -130,7 +131,7 @@ class Engine:
         *,
         max_pixels: int = 1024 * 1024,
         max_steps: int = 150,
-        max_controls: int = 8,
+        max_controls: int = MAX_CONTROLS,
         prompt_cache_size: int = 256,
     ) -> None:
         self.models = models

@@ -25,7 +25,7 @@ from tether import connection
 from tether._proto.tether.v1 import tether_pb2, tether_pb2_grpc
 
 from . import models as model_sets
-from .engine import ControlInput, Engine, Job
+from .engine import MAX_CONTROLS, ControlInput, Engine, Job
 from .errors import ModelConfigError
 from .service import TetherService
 from .worker import Worker
@@ -104,7 +104,7 @@ async def serve(args: argparse.Namespace) -> None:
     limits = tether_pb2.Limits(
         max_pixels=args.max_pixels,
         max_steps=args.max_steps,
-        max_controls=8,
+        max_controls=MAX_CONTROLS,
         max_queue=args.max_queue,
         max_batch=args.max_batch,
         max_message_bytes=connection.MAX_MESSAGE_BYTES,
