@@ -264,7 +264,7 @@ class Engine:
             if hasattr(scheduler, "set_begin_index"):
                 scheduler.set_begin_index(t_start * scheduler.order)
 
-        # 3. Initial latents from per-job CPU generators (the seed contract in DESIGN.md).
+        # 3. Initial latents from per-job CPU generators (docs/conventions.md, "Seeds").
         generators = [torch.Generator("cpu").manual_seed(job.seed) for job in jobs]
         latents, inpaint = self._initial_latents(jobs, generators, scheduler, timesteps)
 

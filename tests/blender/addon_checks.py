@@ -468,7 +468,7 @@ def check_maps(recorder: StreamRecorder) -> dict[str, Any]:
             np.abs(sent["normal"][empty & interior] - [0.5, 0.5, 1.0]).max()
         ),
         "sphere_centre_normal": centre.tolist(),
-        # Conventions read straight from DESIGN.md, not through tether.maps: a sphere
+        # Conventions read straight from docs/conventions.md, not through tether.maps: a sphere
         # pixel right of the centre faces right (red = left, so R < 0.5), one above it
         # faces up (G > 0.5); the nearest surface is white and the farthest black.
         "sphere_right_of_centre": sent["normal"][rows, cols + 8].tolist(),

@@ -1,6 +1,6 @@
 """Blender's passes -> ControlNet units, through `tether.maps` and `tether.Control`. No bpy.
 
-The conventions (see tether.maps and DESIGN.md, "Conventions hosts must meet"):
+The conventions (see tether.maps and docs/conventions.md):
 
 - Normal: Blender's Normal pass is in world space; the camera's world matrix rotates it
   into view space (+X right, +Y up, +Z toward the viewer, Blender's own view space), which
