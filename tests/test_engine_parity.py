@@ -226,3 +226,29 @@ def test_inpaint_matches_diffusers(engine, maps, init_image, scheduler, strength
     assert np.array_equal(actual, expected), np.abs(actual - expected).max()
     # Outside the mask: the init image, exactly.
     assert np.array_equal(actual[mask == 0], init_image[mask == 0])
+
+
+CHANGES = {
+    "weight": ("depth", 0.2, 0.0, 1.0, "balanced"),
+    "window": ("depth", 1.5, 0.5, 1.0, "balanced"),
+    "mode prompt": ("depth", 1.5, 0.0, 1.0, "prompt"),
+    "mode control": ("depth", 1.5, 0.0, 1.0, "control"),
+    "unit left out": None,
+}
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_what_parity_holds_changes_the_image(engine, maps, change):
+    """The parity cases above could not fail if units changed nothing: each thing they hold
+    (a unit, its weight, window and mode) must move the image on the embedded model."""
+
+    def image(units):
+        job = engine_job([], "unipc")
+        job.controls = [ControlInput(name, maps[name], *rest) for name, *rest in units]
+        return run_one(engine, job)
+
+    first = ("canny", 1.0, 0.0, 1.0, "balanced")
+    reference = image([first, ("depth", 1.5, 0.0, 1.0, "balanced")])
+    second = CHANGES[change]
+    changed = image([first] if second is None else [first, second])
+    assert np.abs(changed - reference).max() > 0.02

@@ -132,7 +132,7 @@ def default_dtype(device: str) -> torch.dtype:
 
 def _tiny_tokenizer() -> CLIPTokenizer:
     # Byte-level vocabulary without merges: every byte is a token, with and without the
-    # end-of-word marker, then the two specials last (see DESIGN.md, "Models").
+    # end-of-word marker, then the two specials last (docs/conventions.md, "The tiny tokenizer").
     alphabet = sorted(ByteLevel.alphabet())
     tokens = alphabet + [c + "</w>" for c in alphabet] + ["<|startoftext|>", "<|endoftext|>"]
     with tempfile.TemporaryDirectory() as folder:
@@ -186,14 +186,11 @@ def tiny(seed: int = 0) -> ModelSet:
             norm_num_groups=8,
             sample_size=256,
         )
-        controls = {
-            name: ControlNet(
-                name,
-                name,
-                ControlNetModel(conditioning_embedding_out_channels=(8, 16, 16, 32), **blocks),
-            )
-            for name in ("canny", "depth", "normal")
-        }
+        controls = {}
+        for name in ("canny", "depth", "normal"):
+            net = ControlNetModel(conditioning_embedding_out_channels=(8, 16, 16, 32), **blocks)
+            _unzero(net)
+            controls[name] = ControlNet(name, name, net)
     models = ModelSet(
         name="tiny",
         unet=unet,
@@ -206,6 +203,16 @@ def tiny(seed: int = 0) -> ModelSet:
     for module in models.modules():
         module.eval().requires_grad_(False)
     return models
+
+
+def _unzero(net: ControlNetModel) -> None:
+    """Give a fresh ControlNet's zero convolutions random weights. A ControlNet starts with
+    zeroed output convolutions so that training begins from the base model's behaviour; an
+    untrained random unit would then change nothing, and neither would its weight, window
+    or mode, so the tests could not tell them apart."""
+    for conv in [*net.controlnet_down_blocks, net.controlnet_mid_block]:
+        torch.nn.init.normal_(conv.weight, std=0.05)
+        torch.nn.init.normal_(conv.bias, std=0.05)
 
 
 # ---------------------------------------------------------------------------------------
