@@ -12,7 +12,7 @@ import numpy as np
 
 from . import connection, images, live, protocol
 from ._proto.tether.v1 import tether_pb2, tether_pb2_grpc
-from .errors import Cancelled, Internal, from_status
+from .errors import Cancelled, Internal, from_status, no_result
 from .live import LiveConfig, LiveEvent, LiveFrame
 from .protocol import Control, Event, ModelList, Progress, Result, ServerInfo
 
@@ -34,6 +34,19 @@ class Stream:
             raise Internal(str(error)) from None
         if self._call.cancelled():
             raise Cancelled("the call was cancelled")
+
+    async def result(self, on_event: Callable[[Event], None] | None = None) -> Result:
+        """Wait for the Result, calling `on_event` with every Queued and Progress event
+        before it; the stream is cancelled if this ends early (an error, a cancellation)."""
+        try:
+            async for event in self:
+                if isinstance(event, Result):
+                    return event
+                if on_event is not None:
+                    on_event(event)
+        finally:
+            self.cancel()
+        raise no_result()
 
     def cancel(self) -> None:
         self._call.cancel()
@@ -168,15 +181,7 @@ class Client:
     ) -> Result:
         """Generate one image and return it; `on_progress` is called for every step."""
         stream = self.stream(prompt, timeout=timeout, **options)
-        try:
-            async for event in stream:
-                if isinstance(event, Progress) and on_progress is not None:
-                    on_progress(event)
-                elif isinstance(event, Result):
-                    return event
-        finally:
-            stream.cancel()
-        raise Internal("the server ended the stream without a result")
+        return await stream.result(protocol.progress_callback(on_progress))
 
     async def close(self) -> None:
         await self._channel.close()

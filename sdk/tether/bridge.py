@@ -117,7 +117,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import os
 import signal
 import struct
 import sys
@@ -763,22 +762,7 @@ async def serve(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `tether bridge`."""
-    parser.add_argument(
-        "--server", default=connection.DEFAULT_TARGET, help="host:port of the Tether server"
-    )
-    parser.add_argument(
-        "--token",
-        default=os.environ.get("TETHER_TOKEN"),
-        help="bearer token for the Tether server (default: $TETHER_TOKEN)",
-    )
-    parser.add_argument(
-        "--tls",
-        nargs="?",
-        const=True,
-        default=False,
-        metavar="CA_PEM",
-        help="use TLS to the server; optionally trust this PEM root certificate",
-    )
+    connection.add_arguments(parser)
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free one)")
     parser.add_argument(

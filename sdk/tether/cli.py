@@ -18,10 +18,10 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__, bridge
+from . import __version__, bridge, connection
 from .client import Client
 from .errors import TetherError
-from .protocol import Canny, Control, Invert, Progress, Queued, Result
+from .protocol import Canny, Control, Invert, Progress, Queued
 
 _FORMATS_BY_SUFFIX = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 
@@ -53,22 +53,6 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tether", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"tether {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-
-    def connection(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--server", default="127.0.0.1:50051", help="host:port of the server")
-        sub.add_argument(
-            "--token",
-            default=os.environ.get("TETHER_TOKEN"),
-            help="bearer token (default: $TETHER_TOKEN)",
-        )
-        sub.add_argument(
-            "--tls",
-            nargs="?",
-            const=True,
-            default=False,
-            metavar="CA_PEM",
-            help="use TLS; optionally trust this PEM root certificate",
-        )
 
     gen = commands.add_parser("generate", help="generate one image")
     gen.add_argument("prompt")
@@ -106,13 +90,13 @@ def _parser() -> argparse.ArgumentParser:
         default="fast",
         help="kind of preview saved with --previews",
     )
-    connection(gen)
+    connection.add_arguments(gen)
 
     for name, text in (
         ("models", "list models, control models and schedulers"),
         ("info", "show the server's version, device and limits"),
     ):
-        connection(commands.add_parser(name, help=text))
+        connection.add_arguments(commands.add_parser(name, help=text))
 
     bridge.add_arguments(
         commands.add_parser(
@@ -184,23 +168,23 @@ def _generate(args: argparse.Namespace) -> int:
             preview=args.preview if args.previews else None,
             output_format=output_format,
         )
-        for event in stream:
+
+        def on_event(event: Queued | Progress) -> None:
             if isinstance(event, Queued):
                 bar.queued(event.position)
-            elif isinstance(event, Progress):
-                bar.step(event.step, event.total)
-                if event.preview is not None:
-                    _save_preview(event.preview, args.previews / f"step_{event.step:03d}.png")
-            elif isinstance(event, Result):
-                bar.done()
-                args.output.parent.mkdir(parents=True, exist_ok=True)
-                event.save(args.output)
-                timings = event.timings
-                print(f"wrote {args.output} (seed {event.seed}, {timings.total_ms / 1000:.1f} s)")
-                if args.previews:
-                    print(f"previews in {args.previews}/")
-                return 0
-    raise TetherError("the server ended the stream without a result")
+                return
+            bar.step(event.step, event.total)
+            if event.preview is not None:
+                _save_preview(event.preview, args.previews / f"step_{event.step:03d}.png")
+
+        result = stream.result(on_event)
+    bar.done()
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    result.save(args.output)
+    print(f"wrote {args.output} (seed {result.seed}, {result.timings.total_ms / 1000:.1f} s)")
+    if args.previews:
+        print(f"previews in {args.previews}/")
+    return 0
 
 
 def _save_preview(pixels, path: Path) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import connection, images, protocol
 from ._proto.tether.v1 import tether_pb2, tether_pb2_grpc
-from .errors import Internal, from_status
+from .errors import from_status, no_result
 from .live import LiveConfig, LiveSession
 from .protocol import Control, Event, ModelList, Progress, Result, ServerInfo
 
@@ -28,6 +28,19 @@ class Stream:
                 yield protocol.event_from_proto(event)
         except grpc.RpcError as error:
             raise from_status(error.code(), error.details()) from None
+
+    def result(self, on_event: Callable[[Event], None] | None = None) -> Result:
+        """Wait for the Result, calling `on_event` with every Queued and Progress event
+        before it; the stream is cancelled if this ends early (an error, an interrupt)."""
+        try:
+            for event in self:
+                if isinstance(event, Result):
+                    return event
+                if on_event is not None:
+                    on_event(event)
+        finally:
+            self.cancel()
+        raise no_result()
 
     def cancel(self) -> None:
         self._call.cancel()
@@ -119,15 +132,7 @@ class Client:
         To cancel from another thread, use `stream` and its `cancel()`. `options` as for
         `stream`."""
         stream = self.stream(prompt, timeout=timeout, **options)
-        try:
-            for event in stream:
-                if isinstance(event, Progress) and on_progress is not None:
-                    on_progress(event)
-                elif isinstance(event, Result):
-                    return event
-        finally:
-            stream.cancel()
-        raise Internal("the server ended the stream without a result")
+        return stream.result(protocol.progress_callback(on_progress))
 
     def close(self) -> None:
         self._channel.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import os
 from pathlib import Path
@@ -43,3 +44,22 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that choose a server, for every command that is a client of one:
+    --server, --token (default $TETHER_TOKEN) and --tls [CA_PEM]."""
+    parser.add_argument("--server", default=DEFAULT_TARGET, help="host:port of the Tether server")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("TETHER_TOKEN"),
+        help="bearer token for the Tether server (default: $TETHER_TOKEN)",
+    )
+    parser.add_argument(
+        "--tls",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="CA_PEM",
+        help="use TLS to the server; optionally trust this PEM root certificate",
+    )

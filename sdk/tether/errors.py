@@ -83,3 +83,9 @@ def from_status(code: grpc.StatusCode, message: str) -> TetherError:
     if error.code == TetherError.code:
         error.code = code.name
     return error
+
+
+def no_result() -> Internal:
+    """The error for a Generate stream that ended without its Result (a server bug, or a
+    proxy that cut the stream): the one place this case is worded."""
+    return Internal("the server ended the stream without a result")

@@ -6,7 +6,7 @@ requests and read their replies here, so that the two cannot drift apart.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -323,6 +323,20 @@ def picture_fields(image: image_pb2.Image) -> dict[str, Any]:
 
 
 Event = Queued | Progress | Result
+
+
+def progress_callback(
+    on_progress: Callable[[Progress], None] | None,
+) -> Callable[[Event], None] | None:
+    """`Stream.result`'s `on_event` from `generate`'s `on_progress`: Progress events only."""
+    if on_progress is None:
+        return None
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, Progress):
+            on_progress(event)
+
+    return on_event
 
 
 @dataclass(frozen=True)
