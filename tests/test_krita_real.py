@@ -24,14 +24,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO_DIR = ROOT / "tests" / "krita"
-sys.path.insert(0, str(SCENARIO_DIR))
-
-from plugin_build import load_build  # noqa: E402
-
 SETUP = ROOT / "clients" / "krita" / "setup_test_env.sh"
 KEY = "linux-x86_64-cp311"  # Debian 12's Krita runs the system Python 3.11
 SIZE = (192, 144)
 KRITA_TIMEOUT_S = 240
+sys.path.insert(0, str(SCENARIO_DIR))
+
+from plugin_build import load_build  # noqa: E402
 
 CASES = [
     {"name": "no-document", "kind": "no-document"},

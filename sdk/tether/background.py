@@ -153,6 +153,7 @@ class Task:
                 self._stream = None
 
     def cancel(self) -> None:
+        """What `Job.cancel` does (the work itself has no reason to call it)."""
         with self._lock:
             self._cancelled = True
             stream = self._stream

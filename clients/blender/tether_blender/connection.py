@@ -71,5 +71,6 @@ def open_client(config: ClientConfig) -> tether.Client:
 
 
 def describe(error: BaseException, config: ClientConfig) -> str:
-    """A message for the user: what went wrong and what to do, plus the server's words."""
+    """A message for the user: what went wrong and what to do (the SDK's one table, with
+    the add-on preferences as where the address and token are set)."""
     return background.describe(error, config.address.strip(), where="the add-on preferences")

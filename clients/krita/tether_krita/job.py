@@ -152,14 +152,16 @@ def _repaint(
         task.emit(EdgesReady(pixels.encode(layer, fmt)))
         task.raise_if_cancelled()
 
+    def layer_bytes(image: np.ndarray) -> bytes:
+        """A picture at generation size as the layer's bytes, masked to the selection."""
+        return pixels.encode(masks.layer_pixels(image.astype(np.float32) / 255, plan.coverage), fmt)
+
     def on_event(event: tether.Queued | tether.Progress) -> None:
         if isinstance(event, tether.Queued):
             task.emit(StatusChanged(f"Queued: {event.position} job(s) ahead"))
-        elif event.preview is None:
-            task.emit(PreviewReady(event.step, event.total, None))
         else:
-            layer = masks.layer_pixels(event.preview.astype(np.float32) / 255, plan.coverage)
-            task.emit(PreviewReady(event.step, event.total, pixels.encode(layer, fmt)))
+            preview = None if event.preview is None else layer_bytes(event.preview)
+            task.emit(PreviewReady(event.step, event.total, preview))
 
     task.emit(StatusChanged("Sending the request…"))
     result = task.generate(
@@ -178,8 +180,7 @@ def _repaint(
         model=plan.model or None,
         preview="fast",
     )
-    layer = masks.layer_pixels(result.image.astype(np.float32) / 255, plan.coverage)
-    return Repainted(pixels.encode(layer, fmt), result.seed)
+    return Repainted(layer_bytes(result.image), result.seed)
 
 
 def _base_model(models: tether.ModelList, name: str) -> tether.BaseModel:
