@@ -30,7 +30,7 @@ INSTALL_CHECK = ROOT / "tests" / "blender" / "extension_install_check.py"
 BUILD = ROOT / "clients" / "blender" / "build.py"
 EXAMPLE = ROOT / "examples" / "blender_texture.py"
 TOKEN = "blender-test-token"
-WIDTH, HEIGHT = 64, 48  # as in addon_checks.py
+WIDTH, HEIGHT = 64, 48  # as in tests/blender/scene_geometry.py
 PLATFORM_WHEEL_TAGS = {
     "linux-x64": ("manylinux", "x86_64"),
     "windows-x64": ("win_amd64", "win_amd64"),
@@ -414,7 +414,7 @@ def test_extension_zips_are_valid_for_each_platform(
         grpc_tag = by_name["grpcio"].removesuffix(".whl").split("-")[-1]
         assert "cp311" in by_name["grpcio"]
         assert system in grpc_tag and any(m in grpc_tag for m in machines), grpc_tag
-        assert {"tether/__init__.py", "tether/maps.py", "tether/client.py"} <= sdk_files
+        assert {"tether/__init__.py", "tether/background.py", "tether/maps.py"} <= sdk_files
         assert any(f.startswith("tether/_proto/tether/v1/") for f in sdk_files)
 
 

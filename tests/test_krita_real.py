@@ -13,7 +13,6 @@ Krita from Debian's packages when it is missing.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -29,6 +28,9 @@ SETUP = ROOT / "clients" / "krita" / "setup_test_env.sh"
 KEY = "linux-x86_64-cp311"  # Debian 12's Krita runs the system Python 3.11
 SIZE = (192, 144)
 KRITA_TIMEOUT_S = 240
+sys.path.insert(0, str(SCENARIO_DIR))
+
+from plugin_build import load_build  # noqa: E402
 
 CASES = [
     {"name": "no-document", "kind": "no-document"},
@@ -45,19 +47,9 @@ CASES = [
 ]
 
 
-def _load_build():
-    if "krita_build" in sys.modules:
-        return sys.modules["krita_build"]
-    spec = importlib.util.spec_from_file_location("krita_build", ROOT / "clients/krita/build.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["krita_build"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def krita_run(server, tmp_path_factory):
-    """Run every case in one Krita process; returns (report, output folder)."""
+    """Run every case in one Krita process; returns (report, output folder, vendor folder)."""
     setup = subprocess.run(
         ["bash", str(SETUP)],
         env={**os.environ, "PYTHON": sys.executable},  # build.py runs on the tests' Python
@@ -66,7 +58,7 @@ def krita_run(server, tmp_path_factory):
         timeout=900,
     )
     assert setup.returncode == 0, f"{SETUP.name} failed:\n{setup.stdout}{setup.stderr}"[-3000:]
-    build = _load_build()
+    build = load_build()
     _, requirements = build.project()
     vendor = build.vendor_target(build.TARGETS[KEY], build.DEFAULT_CACHE, requirements)
     base = tmp_path_factory.mktemp("krita")
@@ -100,7 +92,7 @@ def krita_run(server, tmp_path_factory):
     assert report_path.is_file(), f"Krita wrote no report:\n{process.stdout[-3000:]}"
     report = json.loads(report_path.read_text())
     assert "error" not in report, report["error"]
-    return report, out
+    return report, out, vendor
 
 
 def case(krita_run, name: str) -> dict:
@@ -114,11 +106,15 @@ def pixels_of(out: Path, name: str, part: str, dtype: str = "<u1", channels: int
 
 
 def test_vendored_libraries_load_in_kritas_python(krita_run):
-    report, _ = krita_run
+    report, _, vendor = krita_run
     assert report["platform_key"] == KEY
     assert report["python"].startswith("3.11")
     assert f"vendor/{KEY}/numpy" in report["numpy"]
     assert "vendor/common/tether" in report["tether"]
+    assert "vendor/common/tether/background.py" in report["tether_background"]
+    # numpy without its own test suite (about 500 files under numpy/**/tests).
+    assert (vendor / "numpy" / "testing").is_dir()
+    assert not [path for path in vendor.rglob("tests") if path.is_dir()]
 
 
 def test_no_document_gets_a_message(krita_run):
@@ -132,7 +128,7 @@ def test_no_document_gets_a_message(krita_run):
     [
         ("empty-selection", "The selection is empty"),
         ("server-down", "Cannot reach the Tether server at 127.0.0.1:1"),
-        ("rejected", "rejected the request"),
+        ("rejected", "The Tether server refused the request: steps"),
     ],
 )
 def test_faults_show_a_message_and_leave_the_document_untouched(krita_run, name, words):

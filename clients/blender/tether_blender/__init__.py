@@ -10,8 +10,8 @@ Modules, one idea each:
     passes, exr   rendering the passes and the colour picture, reading them back
     control_maps  passes -> control units through tether.maps and tether.Control
     plan          checks and the request, before anything starts
-    job           the network part, on a worker thread
-    generation    applying the job's events on the main thread
+    generation    the request on a worker thread (tether.background), its events
+                  applied on the main thread
     images        the result image: pixels, saving, packing
     projection    UV map projected from the camera, and the material
     operators, ui the operators and the sidebar panel

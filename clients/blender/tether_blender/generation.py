@@ -1,17 +1,22 @@
 """A running generation as Blender sees it: progress, the live image, the finished texture.
 
-The job's events are applied on the main thread by `tick()`, which `bpy.app.timers` calls
-every `TICK_SECONDS` while a job runs (or a script's waiting loop calls, see the Generate
+Blender's data may only be touched on the main thread, and the UI must keep drawing while
+the server works, so the request runs as a `tether.background.Job` on a worker thread.
+Its events are applied on the main thread by `tick()`, which `bpy.app.timers` calls every
+`TICK_SECONDS` while a job runs (or a script's waiting loop calls, see the Generate
 operator's ``wait`` option). One generation runs at a time.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import bpy
 import tether
+from tether import background
 
 from . import images
-from .job import Cancelled, Failed, GenerationJob, JobEvent
+from .connection import describe, open_client
 from .plan import Plan
 from .projection import apply_projection
 
@@ -35,7 +40,11 @@ class Generation:
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
-        self.job = GenerationJob(plan.config, plan.prompt, plan.options)
+        self.job = background.Job(
+            self._generate,
+            describe=lambda error: describe(error, plan.config),
+            name="tether-generate",
+        )
         self.queue_position: int | None = None
         self.step = 0
         self.total = int(plan.options["steps"])
@@ -48,6 +57,11 @@ class Generation:
         self.error: str | None = None
         self.cancelled = False
         self.finished = False
+
+    def _generate(self, task: background.Task) -> tether.Result:
+        """The job's work, on the worker thread: no bpy here."""
+        with open_client(self.plan.config) as client:
+            return task.generate(client, self.plan.prompt, **self.plan.options)
 
     def tick(self) -> bool:
         """Apply the events that arrived; True while the job is still running."""
@@ -76,7 +90,7 @@ class Generation:
         parts.extend(self.warnings)
         return ("WARNING" if self.warnings else "INFO"), "; ".join(parts)
 
-    def _apply(self, event: JobEvent) -> None:
+    def _apply(self, event: Any) -> None:
         if isinstance(event, tether.Queued):
             self.queue_position = event.position
         elif isinstance(event, tether.Progress):
@@ -85,11 +99,11 @@ class Generation:
             if event.preview is not None:
                 images.write_rgb(self._image(), event.preview)
                 self.previews += 1
-        elif isinstance(event, tether.Result):
-            self._finish(event)
-        elif isinstance(event, Failed):
+        elif isinstance(event, background.Done):
+            self._finish(event.value)
+        elif isinstance(event, background.Failed):
             self.error = event.message
-        elif isinstance(event, Cancelled):
+        elif isinstance(event, background.Stopped):
             self.cancelled = True
 
     def _finish(self, result: tether.Result) -> None:

@@ -15,9 +15,10 @@ from typing import Any
 
 import bpy
 import tether
+from tether.background import UserError
 
 from . import catalog, control_maps
-from .connection import ClientConfig, address_problem, describe_error, open_client
+from .connection import ClientConfig, address_problem, describe, open_client
 from .passes import PassesError, render_passes, render_size
 from .preferences import client_config
 from .projection import CameraSnapshot, snapshot_camera
@@ -30,10 +31,6 @@ __all__ = ["LIST_MODELS_TIMEOUT", "Plan", "UserError", "prepare"]
 LIST_MODELS_TIMEOUT = 5.0
 # Stable Diffusion works on 8x8-pixel latents.
 _SIZE_MULTIPLE = 8
-
-
-class UserError(Exception):
-    """A fault the user can fix; ``str(error)`` is the message for Blender's report."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +178,6 @@ def list_models(config: ClientConfig) -> tether.ModelList:
         with open_client(config) as client:
             model_list = client.models(timeout=LIST_MODELS_TIMEOUT)
     except tether.TetherError as error:
-        raise UserError(describe_error(error, config.address)) from None
+        raise UserError(describe(error, config)) from None
     catalog.remember(model_list)
     return model_list

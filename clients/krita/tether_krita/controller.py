@@ -1,29 +1,22 @@
-"""Runs repaints: starts the worker thread, and on the GUI thread turns its events into
-layers and messages. Free of Qt: whoever owns it calls `poll()` from a timer (the docker
-does, every 50 ms), and tests call it directly.
+"""Runs repaints: starts the job's worker thread, and on the GUI thread turns its events
+into layers and messages. Free of Qt: whoever owns it calls `poll()` from a timer (the
+plugin does, every 50 ms), and tests call it directly.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import tether
+from tether import background
+from tether.background import UserError
+
 from . import document as krita_document
 from .geometry import Rect
-from .job import (
-    EdgesReady,
-    Failed,
-    Finished,
-    JobEvent,
-    PreviewReady,
-    RepaintJob,
-    StatusChanged,
-    Stopped,
-)
-from .messages import UserError, describe
+from .job import EdgesReady, PreviewReady, Repainted, StatusChanged, repaint_job
+from .messages import describe
 from .settings import Settings
 
 # Writing a preview refreshes the whole projection; more often than this only costs
@@ -43,18 +36,11 @@ class JobView(Protocol):
 
 
 ClientFactory = Callable[[Settings], Any]
-ThreadStarter = Callable[[Callable[[], None]], None]
+JobStarter = Callable[[background.Job], None]
 
 
-def default_client(settings: Settings) -> Any:
-    import tether
-
+def default_client(settings: Settings) -> tether.Client:
     return tether.Client(settings.address.strip(), token=settings.token.strip() or None)
-
-
-def start_daemon_thread(target: Callable[[], None]) -> None:
-    # Daemon: a job waiting on the network must not keep Krita from quitting.
-    threading.Thread(target=target, name="tether-repaint", daemon=True).start()
 
 
 class RepaintController:
@@ -64,17 +50,16 @@ class RepaintController:
         self,
         view: JobView,
         client_factory: ClientFactory = default_client,
-        start_thread: ThreadStarter = start_daemon_thread,
+        start_job: JobStarter = background.Job.start,
         is_open: Callable[[Any], bool] = krita_document.document_is_open,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._view = view
         self._client_factory = client_factory
-        self._start_thread = start_thread
+        self._start_job = start_job
         self._is_open = is_open
         self._clock = clock
-        self._events: queue.SimpleQueue[JobEvent] = queue.SimpleQueue()
-        self._job: RepaintJob | None = None
+        self._job: background.Job | None = None
         self._document: Any = None
         self._result: krita_document.ResultLayer | None = None
         self._region = Rect(0, 0, 0, 0)
@@ -107,10 +92,9 @@ class RepaintController:
         self._edges = None
         self._pending_preview = None
         self._last_preview_at = float("-inf")
-        self._events = queue.SimpleQueue()
-        self._job = RepaintJob(client, snapshot, settings, self._events.put)
+        self._job = repaint_job(client, snapshot, settings)
         self._view.show_status("Starting…")
-        self._start_thread(self._job.run)
+        self._start_job(self._job)
         return True
 
     def cancel(self) -> None:
@@ -127,16 +111,12 @@ class RepaintController:
             # The user closed the document: nothing left to paint into.
             self._job.cancel()
             self._document = None
-        while self._job is not None:
-            try:
-                event = self._events.get_nowait()
-            except queue.Empty:
-                break
+        for event in self._job.poll():
             self._handle(event)
         if self._job is not None:
             self._apply_preview()
 
-    def _handle(self, event: JobEvent) -> None:
+    def _handle(self, event: Any) -> None:
         if isinstance(event, StatusChanged):
             self._view.show_status(event.text)
         elif isinstance(event, EdgesReady):
@@ -153,11 +133,11 @@ class RepaintController:
             self._view.show_status(f"Painting: step {event.step} of {event.total}")
             if event.pixels is not None:
                 self._pending_preview = event
-        elif isinstance(event, Finished):
-            self._finish(event)
-        elif isinstance(event, Failed):
+        elif isinstance(event, background.Done):
+            self._finish(event.value)
+        elif isinstance(event, background.Failed):
             self._end(event.message, is_error=True, keep=False)
-        elif isinstance(event, Stopped):
+        elif isinstance(event, background.Stopped):
             self._end("Cancelled.", is_error=False, keep=False)
 
     def _apply_preview(self) -> None:
@@ -172,7 +152,7 @@ class RepaintController:
         self._pending_preview = None
         self._last_preview_at = now
 
-    def _finish(self, event: Finished) -> None:
+    def _finish(self, event: Repainted) -> None:
         if self._document is None or self._result is None:
             self._end("The document was closed; the result was dropped.", True, keep=False)
             return

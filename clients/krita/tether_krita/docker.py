@@ -21,9 +21,9 @@ from PyQt5.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from tether import background
 
 from . import plugin
-from .background import BackgroundCall
 from .controller import default_client
 from .messages import describe
 from .settings import RANDOM_SEED, Settings
@@ -36,7 +36,7 @@ class TetherDocker(DockWidget):
     def __init__(self) -> None:
         super().__init__()
         self.setWindowTitle("Tether")
-        self._models_call: BackgroundCall | None = None
+        self._models_job: background.Job | None = None
         self._models_timer = QTimer(self)
         self._models_timer.setInterval(plugin.POLL_INTERVAL_MS)
         self._models_timer.timeout.connect(self._poll_models)
@@ -166,28 +166,32 @@ class TetherDocker(DockWidget):
 
     # --- models -------------------------------------------------------------------------
     def refresh_models(self) -> None:
-        if self._models_call is not None and not self._models_call.done:
+        if self._models_job is not None and not self._models_job.done:
             return
         settings = self.settings()
         self.show_status(f"Asking {settings.address} for its models…")
         self.refresh.setEnabled(False)
 
-        def fetch() -> Any:
+        def fetch(task: background.Task) -> Any:
             client = default_client(settings)
             try:
                 return client.models(timeout=10.0)
             finally:
                 client.close()
 
-        self._models_call = BackgroundCall(
-            fetch,
-            on_result=lambda models: self._models_arrived(models, settings.model),
-            on_error=lambda error: self._models_failed(describe(error, settings.address)),
+        self._models_job = background.Job(
+            fetch, describe=lambda error: describe(error, settings.address), name="tether-models"
         )
+        self._models_job.start()
         self._models_timer.start()
 
     def _poll_models(self) -> None:
-        if self._models_call is None or self._models_call.poll():
+        for event in self._models_job.poll():
+            if isinstance(event, background.Done):
+                self._models_arrived(event.value, self.settings().model)
+            elif isinstance(event, background.Failed):
+                self.show_status(event.message)
+        if self._models_job.done:
             self._models_timer.stop()
             self.refresh.setEnabled(True)
 
@@ -197,9 +201,6 @@ class TetherDocker(DockWidget):
         canny = [c.name for c in models.controls if c.kind == "canny"]
         note = "" if canny else " It has no canny control model: Repaint needs one."
         self.show_status(f"The server offers {len(names)} model(s).{note}")
-
-    def _models_failed(self, message: str) -> None:
-        self.show_status(message)
 
     def _set_models(self, names: list[str], current: str) -> None:
         self.model.blockSignals(True)

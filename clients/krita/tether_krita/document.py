@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from tether.background import UserError
+
 from .geometry import Rect, context_region
 from .job import Snapshot
-from .messages import UserError
 from .pixels import pixel_format
 
 
