@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tether
 from conftest import Server
+from tether import protocol
 from tether._proto.tether.v1 import tether_pb2, tether_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
@@ -89,8 +90,8 @@ def test_the_server_keeps_the_newest_frame_for_clients_that_do_not_pace(server):
     """A client in another language may write every frame at once: the server drops the
     stale ones itself and answers + dropped still adds up to sent."""
     sent = 30
-    requests = [tether_pb2.LiveRequest(config=config().to_proto())]
-    requests += [tether.live.frame_request(frame(k)) for k in range(1, sent + 1)]
+    requests = [protocol.live_config_request(config())]
+    requests += [protocol.live_frame_request(frame(k)) for k in range(1, sent + 1)]
     with grpc.insecure_channel(server, options=[("grpc.max_send_message_length", -1)]) as channel:
         events = list(tether_pb2_grpc.TetherStub(channel).Live(iter(requests)))
     ids = [event.result.frame_id for event in events]
@@ -102,12 +103,12 @@ def test_the_server_keeps_the_newest_frame_for_clients_that_do_not_pace(server):
 def test_the_sdk_writes_a_frame_only_when_the_last_one_is_answered():
     outbox = tether.live.Outbox()
     requests = outbox.requests()
-    outbox.put(tether.live.config_request(config()))
-    outbox.put(tether.live.frame_request(frame(1)))
+    outbox.put(protocol.live_config_request(config()))
+    outbox.put(protocol.live_frame_request(frame(1)))
     assert next(requests).HasField("config")
     assert next(requests).frame.id == 1
     for k in (2, 3, 4):  # the server is busy with frame 1: these wait here, newest wins
-        outbox.put(tether.live.frame_request(frame(k)))
+        outbox.put(protocol.live_frame_request(frame(k)))
     written = []
     writer = threading.Thread(target=lambda: written.append(next(requests)))
     writer.start()
@@ -182,7 +183,7 @@ def test_bad_frames_and_configs_get_errors_and_the_session_survives(server):
 def test_frames_before_a_config(server):
     with grpc.insecure_channel(server) as channel:
         stub = tether_pb2_grpc.TetherStub(channel)
-        request = tether_pb2.LiveRequest(frame=frame(7).to_proto())
+        request = protocol.live_frame_request(frame(7))
         events = list(stub.Live(iter([request])))
     assert [e.error.frame_id for e in events] == [7]
     assert "no config yet: send a LiveConfig before frames" in events[0].error.message

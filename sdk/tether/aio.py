@@ -12,9 +12,19 @@ import numpy as np
 
 from . import connection, images, live, protocol
 from ._proto.tether.v1 import tether_pb2, tether_pb2_grpc
+from .client import progress_callback
 from .errors import Cancelled, Internal, from_status, no_result
-from .live import LiveConfig, LiveEvent, LiveFrame
-from .protocol import Control, Event, ModelList, Progress, Result, ServerInfo
+from .types import (
+    Control,
+    Event,
+    LiveConfig,
+    LiveEvent,
+    LiveFrame,
+    ModelList,
+    Progress,
+    Result,
+    ServerInfo,
+)
 
 
 class Stream:
@@ -70,11 +80,11 @@ class LiveSession:
         self._writer: asyncio.Task | None = None
 
     async def send(self, frame: LiveFrame) -> None:
-        self._outbox.put(live.frame_request(frame))
+        self._outbox.put(protocol.live_frame_request(frame))
 
     async def configure(self, config: LiveConfig) -> None:
         """A new config, for the frames processed after it."""
-        self._outbox.put(live.config_request(config))
+        self._outbox.put(protocol.live_config_request(config))
 
     async def close(self) -> None:
         self._outbox.put(None)
@@ -90,12 +100,12 @@ class LiveSession:
         try:
             while (event := await self._call.read()) is not grpc.aio.EOF:
                 self._outbox.answered(event)
-                yield live.event_from_proto(event, self._outbox.dropped)
+                yield protocol.live_event_from_proto(event, self._outbox.dropped)
         except grpc.RpcError as error:
             raise from_status(error.code(), error.details()) from None
 
     async def __aenter__(self) -> LiveSession:
-        self._outbox.put(live.config_request(self._config))
+        self._outbox.put(protocol.live_config_request(self._config))
         self._writer = asyncio.create_task(self._write_all())
         return self
 
@@ -181,7 +191,7 @@ class Client:
     ) -> Result:
         """Generate one image and return it; `on_progress` is called for every step."""
         stream = self.stream(prompt, timeout=timeout, **options)
-        return await stream.result(protocol.progress_callback(on_progress))
+        return await stream.result(progress_callback(on_progress))
 
     async def close(self) -> None:
         await self._channel.close()

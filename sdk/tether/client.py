@@ -11,8 +11,8 @@ import numpy as np
 from . import connection, images, protocol
 from ._proto.tether.v1 import tether_pb2, tether_pb2_grpc
 from .errors import from_status, no_result
-from .live import LiveConfig, LiveSession
-from .protocol import Control, Event, ModelList, Progress, Result, ServerInfo
+from .live import LiveSession
+from .types import Control, Event, LiveConfig, ModelList, Progress, Result, ServerInfo
 
 
 class Stream:
@@ -132,7 +132,7 @@ class Client:
         To cancel from another thread, use `stream` and its `cancel()`. `options` as for
         `stream`."""
         stream = self.stream(prompt, timeout=timeout, **options)
-        return stream.result(protocol.progress_callback(on_progress))
+        return stream.result(progress_callback(on_progress))
 
     def close(self) -> None:
         self._channel.close()
@@ -148,3 +148,18 @@ class Client:
             return method(request, timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as error:
             raise from_status(error.code(), error.details()) from None
+
+
+def progress_callback(
+    on_progress: Callable[[Progress], None] | None,
+) -> Callable[[Event], None] | None:
+    """`Stream.result`'s `on_event` from `generate`'s `on_progress`: Progress events only
+    (shared with `tether.aio`)."""
+    if on_progress is None:
+        return None
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, Progress):
+            on_progress(event)
+
+    return on_event

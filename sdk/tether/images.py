@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,58 @@ def encoded_format(data: bytes) -> str | None:
     for name, signatures in _SIGNATURES.items():
         if data.startswith(signatures):
             return name
+    return None
+
+
+def encoded_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG, JPEG or WebP file's header, without decoding (nor pillow);
+    None when the header is not one of those or is cut short."""
+    try:
+        fmt = encoded_format(data)
+        if fmt == "PNG":
+            return struct.unpack(">II", data[16:24])  # IHDR, the first chunk
+        if fmt == "JPEG":
+            return _jpeg_size(data)
+        if fmt == "WEBP":
+            return _webp_size(data)
+    except struct.error:
+        pass
+    return None
+
+
+# Start-of-frame markers (baseline, progressive, lossless, arithmetic): they hold the size.
+_JPEG_FRAMES = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """Walk the segments after SOI (each 0xFF, marker, 16-bit length) to the frame header."""
+    offset = 2
+    while offset + 4 <= len(data) and data[offset] == 0xFF:
+        marker = data[offset + 1]
+        if marker == 0xFF:  # fill byte
+            offset += 1
+        elif marker in _JPEG_FRAMES:
+            height, width = struct.unpack(">HH", data[offset + 5 : offset + 9])
+            return width, height
+        else:
+            (length,) = struct.unpack(">H", data[offset + 2 : offset + 4])
+            offset += 2 + length
+    return None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    """The first chunk of a WebP file: VP8 (lossy), VP8L (lossless) or VP8X (extended)."""
+    chunk = data[12:16]
+    if chunk == b"VP8 ":  # after a 3-byte frame tag and the start code 9d 01 2a
+        width, height = struct.unpack("<HH", data[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L":  # after the signature byte 0x2f: 14 bits width - 1, 14 bits height - 1
+        (bits,) = struct.unpack("<I", data[21:25])
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X":  # after flags and reserved bytes: 24 bits width - 1, height - 1
+        (width,) = struct.unpack("<I", data[24:27] + b"\0")
+        (height,) = struct.unpack("<I", data[27:30] + b"\0")
+        return width + 1, height + 1
     return None
 
 
@@ -130,6 +183,11 @@ def from_proto(image: image_pb2.Image, field: str = "image") -> np.ndarray:
     """`tether.v1.Image` -> numpy array: raw as stored, encoded files decoded with pillow."""
     if image.WhichOneof("kind") == "raw":
         return array_from_raw(image.raw, field)
+    return decode(image.encoded, field)
+
+
+def decode(data: bytes, field: str = "image") -> np.ndarray:
+    """A PNG, JPEG or WebP file -> (H, W, 3) uint8, with pillow."""
     try:
         from PIL import Image as PILImage
     except ImportError as error:
@@ -137,5 +195,5 @@ def from_proto(image: image_pb2.Image, field: str = "image") -> np.ndarray:
             f"{field}: decoding an encoded image needs pillow (pip install pillow); ask the "
             "server for output_format='raw' to get pixels without it"
         ) from error
-    with PILImage.open(io.BytesIO(image.encoded)) as decoded:
+    with PILImage.open(io.BytesIO(data)) as decoded:
         return np.asarray(decoded.convert("RGB"))
