@@ -128,10 +128,9 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from . import connection, images
+from . import connection, images, protocol
 from .errors import TetherError
-from .live import LiveConfig, LiveFrame, LiveResult
-from .protocol import Canny, Control, Depth, Invert, Normal
+from .types import Canny, Control, Depth, Invert, LiveConfig, LiveFrame, LiveResult, Normal
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -374,7 +373,8 @@ def config_from_json(message: Mapping[str, Any]) -> LiveConfig:
     ]
     config = LiveConfig(**fields)
     try:
-        config.to_proto()  # the SDK's own checks (output_format, modes, matrices), now
+        # The SDK's own checks (output_format, modes, matrices), now.
+        protocol.live_config_request(config)
     except ValueError as error:
         raise ProtocolError(f"config.{error}") from None
     return config
