@@ -238,6 +238,26 @@ BAD_WIRE = [
         "INVALID_ARGUMENT",
         "output_format: must be PNG, JPEG, WEBP or RAW",
     ),
+    (
+        raw_request(width=8, height=20000, output_format=image_pb2.IMAGE_FORMAT_WEBP),
+        "INVALID_ARGUMENT",
+        r"output_format: WEBP holds at most 16383 pixels a side \(8x20000 asked\)",
+    ),
+    (
+        raw_request(prompt="p" * 5000),
+        "INVALID_ARGUMENT",
+        "prompt: at most 4096 characters",
+    ),
+    (
+        raw_request(controls=[tether_pb2.ControlUnit(model="canny", resize=9)]),
+        "INVALID_ARGUMENT",
+        r"controls\[0\].resize: must be JUST_RESIZE, CROP_AND_RESIZE or RESIZE_AND_FILL",
+    ),
+    (
+        raw_request(scheduler="s" * 100_000),
+        "INVALID_ARGUMENT",
+        r"scheduler: unknown scheduler 'sss.*'\.\.\. \(100000 characters\); use one of",
+    ),
 ]
 
 
@@ -250,6 +270,17 @@ def test_malformed_messages_are_refused_with_the_field(server, request_, code, m
             list(stub.Generate(request_))
     assert caught.value.code().name == code
     assert caught.value.details() and re.search(message, caught.value.details())
+
+
+def test_a_clients_long_string_is_cut_in_the_message(server):
+    """The message travels in trailing metadata, which gRPC limits: echoing a 100 KB name
+    whole would end the call with a transport error instead of NOT_FOUND."""
+    with grpc.insecure_channel(server) as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            list(tether_pb2_grpc.TetherStub(channel).Generate(raw_request(model="m" * 100_000)))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert caught.value.details().startswith("model: no model 'mmm")
+    assert len(caught.value.details()) < 200
 
 
 def test_decompression_bomb_is_refused_before_decoding(client):

@@ -24,6 +24,8 @@ _ENCODERS = {
     image_pb2.IMAGE_FORMAT_JPEG: ("JPEG", {"quality": 90}),
     image_pb2.IMAGE_FORMAT_WEBP: ("WEBP", {"quality": 90}),
 }
+# Largest side an encoded format holds (libwebp's and libjpeg's limits); PNG and raw: none.
+MAX_SIDES = {image_pb2.IMAGE_FORMAT_JPEG: 65500, image_pb2.IMAGE_FORMAT_WEBP: 16383}
 # What decoding a file may raise besides a size refusal: malformed or truncated data.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
 

@@ -14,18 +14,20 @@ is refused before it makes the server allocate memory for it.
 3. The init image and mask decoded, and the job checked again (strength, mask).
 4. The control maps made one unit at a time; only the map, at the output size, is kept.
 
-Memory bound. Beyond its message (at most Limits.max_message_bytes, held by gRPC), one
-request makes the server allocate at most
-- while one image is decoded and preprocessed (one at a time): a copy of a raw image's
-  bytes (protobuf copies a bytes field when it is read) plus at most INPUT_BYTES_PER_PIXEL
+Memory bound. One request makes the server allocate at most
+- about twice its message (at most Limits.max_message_bytes): gRPC receives it, protobuf
+  parses it;
+- while one image is decoded and made into a map (one at a time): INPUT_BYTES_PER_PIXEL
   bytes per pixel of the larger of the image and its resampled size, both at most
-  MAX_INPUT_PIXELS: about 1.1 GB for a 4096 x 4096 image;
-- kept until the job ends: KEPT_BYTES_PER_PIXEL bytes per output pixel per unit and for
-  the init image and mask: (12 x units + 16) x max_pixels, 113 MB with 8 units at the
-  default 1024 x 1024;
+  MAX_INPUT_PIXELS (1.3 GB at 4096^2). A raw image's bytes are copied once in this,
+  as protobuf copies a bytes field when it is read;
+- kept until the job ends: 12 bytes per output pixel (3 float32) for each unit's map and the
+  init image, 4 for a mask: (12 x units + 16) x max_pixels, 117 MB for 8 units at 1024^2;
 - the engine's own run at the output size.
-A request refused in step 1 or 2 allocates nothing of this (tests/test_service_limits.py
-holds both). Waiting jobs keep their maps: the queue holds up to Limits.max_queue of them.
+A request refused in steps 1 and 2 allocates none of it. tests/test_service_limits.py holds
+this against a real server's peak RSS. Waiting jobs keep their maps (up to
+Limits.max_queue of them); requests are converted on asyncio's default thread pool, so a
+few at a time.
 """
 
 from __future__ import annotations
@@ -47,11 +49,9 @@ from .models import ModelSet
 # Images a request brings may be larger than outputs (hosts send their full buffers);
 # past this an image is refused before it is decoded.
 MAX_INPUT_PIXELS = 4096 * 4096
-# Peak bytes per input pixel while one image is decoded and made into a map (the worst
-# path: a float buffer through the depth or normal conversion and a masked resample).
-INPUT_BYTES_PER_PIXEL = 64
-# A finished map (3 float32 per pixel); an init image (3) and a mask (1) likewise.
-KEPT_BYTES_PER_PIXEL = 12
+# Peak bytes per pixel while one image is decoded and made into a map: measured 37 (canny on
+# a PNG) to 75 (an RGBA float32 normal buffer: its copy, the conversion, a masked resample).
+INPUT_BYTES_PER_PIXEL = 80
 
 
 @dataclass(frozen=True)
@@ -137,8 +137,6 @@ def generate_job(
         PREVIEW_MODES, tether_pb2.PreviewMode, request.preview.mode, "preview.mode"
     )
     job.preview_every = max(request.preview.every, 1)
-    check_format(request.output_format, "output_format")
-    check_format(request.preview.format, "preview.format")
     if request.HasField("strength") and not request.HasField("init_image"):
         raise invalid("strength", "only applies with init_image (img2img)")
     blur = request.mask_blur if request.HasField("mask_blur") else MASK_BLUR
@@ -148,8 +146,10 @@ def generate_job(
     orders = _map_orders(request.controls, "controls")
     unit_images = [unit.image for unit in request.controls]
     engine.check(job)
-    # 2. Image sizes.
     size = (job.width, job.height)
+    check_format(request.output_format, "output_format", size)
+    check_format(request.preview.format, "preview.format", size)
+    # 2. Image sizes.
     for field in ("init_image", "mask"):
         if request.HasField(field):
             _check_output_sized(getattr(request, field), field, size)
@@ -190,8 +190,9 @@ def live_job(config: tether_pb2.LiveConfig, frame: tether_pb2.LiveFrame, engine:
     job = _live_settings(config, images.size(frame.image, "frame.image", MAX_INPUT_PIXELS))
     orders = _map_orders(config.controls, "frame.controls")
     engine.check(job, max_steps=LIVE_MAX_STEPS)
-    # 2. Image sizes.
     size = (job.width, job.height)
+    check_format(config.output_format, "output_format", size)
+    # 2. Image sizes.
     _check_fit(frame.image, "frame.image", size, "crop")
     for image, order in zip(frame.controls, orders):
         _check_fit(image, f"{order.where}.image", size, order.resize)
@@ -212,13 +213,14 @@ def preprocess_map(request: tether_pb2.PreprocessRequest, engine: Engine) -> np.
     size = (request.width, request.height) if request.width else None
     if size is not None:
         engine.check_size(*size)
-    check_format(request.format, "format")
     unit = request.control
     kind = engine.control_model(unit.model, "control").kind
     order = _map_order(unit, "control")
     if size is None:
-        images.size(unit.image, "control.image", MAX_INPUT_PIXELS)
+        own_size = images.size(unit.image, "control.image", MAX_INPUT_PIXELS)
+        check_format(request.format, "format", own_size)
     else:
+        check_format(request.format, "format", size)
         _check_fit(unit.image, "control.image", size, order.resize)
     return _made_map(unit.image, order, kind, size)
 
@@ -229,10 +231,18 @@ def check_model(models: ModelSet, name: str) -> None:
         raise NotFound(f"model: no model {shown(name)}; this server has {models.name!r}")
 
 
-def check_format(fmt: int, field: str) -> None:
-    """An ImageFormat a reply can be encoded in."""
+def check_format(fmt: int, field: str, size: tuple[int, int] | None = None) -> None:
+    """An ImageFormat a reply can be encoded in, at `size` when it is known."""
     if fmt not in image_pb2.ImageFormat.values():
         raise invalid(field, f"must be {_accepted(image_pb2.ImageFormat)}")
+    largest = images.MAX_SIDES.get(fmt)
+    if size is not None and largest is not None and max(size) > largest:
+        name = image_pb2.ImageFormat.Name(fmt).removeprefix("IMAGE_FORMAT_")
+        raise invalid(
+            field,
+            f"{name} holds at most {largest} pixels a side ({size[0]}x{size[1]} asked); "
+            "use PNG or RAW",
+        )
 
 
 # -- the steps ---------------------------------------------------------------------------
