@@ -68,21 +68,22 @@ class ControlInput:
 ProgressCallback = Callable[[int, int, "np.ndarray | None"], None]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Job:
-    """One generation. Fields mirror GenerateRequest after defaults are applied."""
+    """One generation: GenerateRequest's fields once the request layer (`jobs`) has applied
+    its defaults. The engine keeps no request defaults of its own."""
 
     prompt: str
     negative_prompt: str = ""
     seed: int = 0
-    steps: int = 20
-    guidance_scale: float = 7.5
-    width: int = 512
-    height: int = 512
+    steps: int
+    guidance_scale: float
+    width: int
+    height: int
     scheduler: str = schedulers.DEFAULT_SCHEDULER
     controls: list[ControlInput] = field(default_factory=list)
     init_image: np.ndarray | None = None  # (height, width, 3) float32 in [0, 1]
-    strength: float = 0.75
+    strength: float = 1.0  # with init_image: how much of it is repainted
     # Inpainting, with init_image: (height, width) float32, 1 = repaint, 0 = keep.
     mask: np.ndarray | None = None
     preview: str = "none"

@@ -73,7 +73,7 @@ LIVE = Defaults(steps=2, guidance_scale=1.0, strength=0.5, scheduler="euler")
 LIVE_MAX_STEPS = 4
 MASK_BLUR = 4.0
 MAX_MASK_BLUR = 64.0
-UNIT_WEIGHT, UNIT_START, UNIT_END = 1.0, 0.0, 1.0
+UNIT_FIELDS = ("weight", "start", "end")  # a unit's optional numbers
 CANNY_THRESHOLDS = (100, 200)
 
 CONTROL_MODES = {
@@ -282,16 +282,9 @@ def _add_controls(job: Job, units: Sequence[tether_pb2.ControlUnit]) -> None:
     """The units' settings, defaults applied, as `job.controls`; their maps not made yet."""
     for i, unit in enumerate(units):
         mode = _converted(CONTROL_MODES, tether_pb2.ControlMode, unit.mode, f"controls[{i}].mode")
-        job.controls.append(
-            ControlInput(
-                model=unit.model,
-                image=None,
-                weight=unit.weight if unit.HasField("weight") else UNIT_WEIGHT,
-                start=unit.start if unit.HasField("start") else UNIT_START,
-                end=unit.end if unit.HasField("end") else UNIT_END,
-                mode=mode,
-            )
-        )
+        # Unset: ControlInput's own, a neutral unit (full weight over every step).
+        given = {name: getattr(unit, name) for name in UNIT_FIELDS if unit.HasField(name)}
+        job.controls.append(ControlInput(model=unit.model, image=None, mode=mode, **given))
 
 
 def _map_orders(units: Sequence[tether_pb2.ControlUnit], where: str) -> list[_MapOrder]:
