@@ -34,9 +34,7 @@ from .models import ControlNet, ModelSet
 CONTROL_MODES = ("balanced", "prompt", "control")
 PREVIEW_MODES = ("none", "fast", "full")
 MAX_CONTROLS = 8  # units per job
-# Longest prompt accepted, in characters: CLIP reads 77 tokens, and the prompt cache keeps
-# its prompts.
-MAX_PROMPT_CHARS = 4096
+MAX_PROMPT_CHARS = 4096  # CLIP reads 77 tokens; the prompt cache keeps whole prompts
 
 # SD 1.5 latent channels -> RGB (rows: latent channels; columns: R, G, B). ComfyUI's
 # coefficients; applied to the predicted clean latent they give a 1/8-size preview for free.
@@ -56,9 +54,7 @@ class ControlInput:
     """One ControlNet unit of a job. `image` is the control map at the output size."""
 
     model: str
-    # (height, width, 3) float32 in [0, 1]; None while the request layer checks the job
-    # before making the map.
-    image: np.ndarray | None
+    image: np.ndarray | None  # (height, width, 3) float32 in [0, 1]; None: not made yet
     weight: float = 1.0
     start: float = 0.0
     end: float = 1.0

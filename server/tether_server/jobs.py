@@ -387,7 +387,7 @@ def _converted(table: dict, enum: EnumTypeWrapper, value: int, field: str):
 
 
 def _accepted(enum: EnumTypeWrapper) -> str:
-    """ "BALANCED, PROMPT or CONTROL": an enum's values, less its prefix and UNSPECIFIED."""
+    """An enum's values less its prefix and UNSPECIFIED, e.g. "BALANCED, PROMPT or CONTROL"."""
     prefix = enum.Name(0).removesuffix("UNSPECIFIED")
     names = [name.removeprefix(prefix) for name in enum.keys()[1:]]
     return f"{', '.join(names[:-1])} or {names[-1]}"
