@@ -75,7 +75,12 @@ def test_toml_loads_the_saved_folders(saved, tiny_models):
 
     def render(model_set, control_name):
         job = Job(
-            prompt="x", steps=3, width=64, height=64, controls=[ControlInput(control_name, image)]
+            prompt="x",
+            steps=3,
+            guidance_scale=7.5,
+            width=64,
+            height=64,
+            controls=[ControlInput(control_name, image)],
         )
         return Engine(model_set).run([job])[0].image
 

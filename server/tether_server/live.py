@@ -3,9 +3,10 @@
 1. A reader task takes the client's messages as they come: a config replaces the
    session's config; a frame replaces the waiting frame (latest wins: the one it replaces
    is counted as dropped). Nothing queues without bound.
-2. The session loop takes the waiting frame, turns it into an img2img job (the frame's
-   colour image, the units' maps from the frame's buffers), runs it on the shared engine
-   thread and answers with the result, naming the frame it answers.
+2. The session loop takes the waiting frame, turns it into an img2img job (`jobs.live_job`:
+   the frame's colour image, the units' maps from the frame's buffers), runs it on the
+   shared engine thread (`Worker.run`, as Generate does) and answers with the result,
+   naming the frame it answers; a failure is a LiveError worded as Generate words it.
 3. Temporal stability: the session's seed gives the same noise every frame, and prompt
    embeddings come from the engine's cache, so they are computed once per config.
 """
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,16 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 from tether._proto.tether.v1 import image_pb2, tether_pb2
 
-from . import images, jobs, resize, schedulers
-from .engine import Job
-from .errors import TetherError, invalid
-from .preprocess import MAX_INPUT_PIXELS
-from .worker import Failed, Queued, Ticket, Worker
-
-MAX_STEPS = 4
-DEFAULT_STEPS = 2
-DEFAULT_STRENGTH = 0.5
-DEFAULT_SCHEDULER = "euler"
+from . import images, jobs
+from .engine import Job, Output
+from .errors import TetherError
+from .worker import Done, Worker
 
 
 @dataclass
@@ -82,7 +78,7 @@ class LiveSession:
                 kind = request.WhichOneof("message")
                 if kind == "config":
                     try:
-                        self._check_config(request.config)
+                        jobs.check_live_config(request.config, self.worker.engine)
                         self.config = request.config
                         self.last = None
                     except TetherError as error:
@@ -96,52 +92,31 @@ class LiveSession:
             self.finished = True
             self.wake.set()
 
-    def _check_config(self, config: tether_pb2.LiveConfig) -> None:
-        """What can be checked before a frame arrives; the rest is checked per frame."""
-        models = self.worker.engine.models
-        jobs.check_model(models, config.model)
-        if config.HasField("steps") and not 1 <= config.steps <= MAX_STEPS:
-            raise invalid(
-                "steps", f"must be 1 to {MAX_STEPS} for live sessions (got {config.steps})"
-            )
-        if config.scheduler and config.scheduler not in schedulers.SCHEDULERS:
-            raise invalid("scheduler", f"unknown scheduler {config.scheduler!r}")
-        for i, unit in enumerate(config.controls):
-            jobs.control_kind(models, unit.model, f"controls[{i}]")
-        if config.output_format not in image_pb2.ImageFormat.values():
-            raise invalid("output_format", "must be PNG, JPEG, WEBP or RAW")
-
     async def _process(self, waiting: _Waiting) -> tether_pb2.LiveEvent:
         frame = waiting.frame
         if self.config is None:
             return _error(frame.id, "no config yet: send a LiveConfig before frames")
         config = self.config
-        try:
-            job, inputs = await asyncio.to_thread(_job, config, frame, self.worker)
-            self.worker.engine.check(job)
-        except TetherError as error:
-            return _error(frame.id, str(error))
         event = tether_pb2.LiveEvent()
-        if self.last is not None and _close(inputs, self.last.inputs, config.reuse_threshold):
-            event.result.image.CopyFrom(self.last.image)
-            return self._result(event, frame.id, waiting.arrived, reused=True)
-        ticket = Ticket(job, asyncio.get_running_loop())
         try:
-            self.worker.submit(ticket)
-            item = await ticket.items.get()
-            while isinstance(item, Queued):  # position updates: nothing to tell a live client
-                item = await ticket.items.get()
+            job = await asyncio.to_thread(jobs.live_job, config, frame, self.worker.engine)
+            inputs = [job.init_image, *(unit.image for unit in job.controls)]
+            if self.last is not None and _close(inputs, self.last.inputs, config.reuse_threshold):
+                event.result.image.CopyFrom(self.last.image)
+                return self._result(event, frame.id, waiting.arrived, reused=True)
+            output = await self._run(job)
         except TetherError as error:
             return _error(frame.id, str(error))
-        finally:
-            job.cancel.set()
-            self.worker.withdraw(ticket)
-        if isinstance(item, Failed) or item.output is None:
-            return _error(frame.id, f"the engine failed: {getattr(item, 'error', 'cancelled')}")
         image = event.result.image
-        await asyncio.to_thread(images.encode, item.output.image, config.output_format, image)
+        await asyncio.to_thread(images.encode, output.image, config.output_format, image)
         self.last = _Last(inputs, image)
         return self._result(event, frame.id, waiting.arrived, reused=False)
+
+    async def _run(self, job: Job) -> Output:
+        async with contextlib.aclosing(self.worker.run(job)) as events:
+            async for item in events:  # queue positions: nothing to tell a live client
+                if isinstance(item, Done):
+                    return item.output
 
     def _result(
         self, event: tether_pb2.LiveEvent, frame_id: int, arrived: float, reused: bool
@@ -153,45 +128,6 @@ class LiveSession:
         result.latency_ms = (time.perf_counter() - arrived) * 1000
         result.reused = reused
         return event
-
-
-def _job(
-    config: tether_pb2.LiveConfig, frame: tether_pb2.LiveFrame, worker: Worker
-) -> tuple[Job, list[np.ndarray]]:
-    """A frame under a config -> an img2img job, and the inputs reuse compares."""
-    models = worker.engine.models
-    colour = images.to_rgb(
-        images.decode(frame.image, "frame.image", MAX_INPUT_PIXELS), "frame.image"
-    )
-    height, width = colour.shape[:2]
-    size = (config.width or width, config.height or height)
-    colour = resize.fit(colour, *size, "crop", "photo")
-    if len(frame.controls) != len(config.controls):
-        raise invalid(
-            "frame.controls",
-            f"has {len(frame.controls)} image(s); the config has {len(config.controls)} unit(s), "
-            "one image each, in order",
-        )
-    controls = []
-    for i, (unit, image) in enumerate(zip(config.controls, frame.controls)):
-        with_image = tether_pb2.ControlUnit()
-        with_image.CopyFrom(unit)
-        with_image.image.CopyFrom(image)
-        controls.append(jobs.control_input(with_image, models, size, f"frame.controls[{i}]"))
-    job = Job(
-        prompt=config.prompt,
-        negative_prompt=config.negative_prompt,
-        seed=config.seed,
-        steps=config.steps if config.HasField("steps") else DEFAULT_STEPS,
-        guidance_scale=config.guidance_scale if config.HasField("guidance_scale") else 1.0,
-        width=size[0],
-        height=size[1],
-        scheduler=config.scheduler or DEFAULT_SCHEDULER,
-        controls=controls,
-        init_image=colour,
-        strength=config.strength if config.HasField("strength") else DEFAULT_STRENGTH,
-    )
-    return job, [colour, *(unit.image for unit in controls)]
 
 
 def _close(inputs: list[np.ndarray], last: list[np.ndarray], threshold: float) -> bool:

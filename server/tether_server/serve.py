@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from tether import connection
 from tether._proto.tether.v1 import tether_pb2, tether_pb2_grpc
 
+from . import jobs
 from . import models as model_sets
 from .engine import MAX_CONTROLS, ControlInput, Engine, Job
 from .errors import ModelConfigError
@@ -97,7 +98,15 @@ def warm_up(engine: Engine) -> None:
     size = 64
     blank = np.zeros((size, size, 3), dtype=np.float32)
     controls = [ControlInput(name, blank) for name in engine.models.controls]
-    engine.run([Job(prompt="", steps=2, width=size, height=size, controls=controls)])
+    job = Job(
+        prompt="",
+        steps=2,
+        guidance_scale=jobs.GENERATE.guidance_scale,
+        width=size,
+        height=size,
+        controls=controls,
+    )
+    engine.run([job])
 
 
 async def serve(args: argparse.Namespace) -> None:

@@ -1,8 +1,9 @@
-"""The engine thread and its bounded queue.
+"""The engine thread, its bounded queue, and `Worker.run`, the one way a job runs.
 
-RPC handlers (on the asyncio loop) submit tickets; one thread takes the oldest ticket plus
-every waiting ticket with the same batch key (up to `max_batch`) and runs them through one
-denoising loop. The asyncio loop never runs torch. Items reach the waiting handler through
+RPC handlers (on the asyncio loop) call `run(job)`: it puts a ticket in the queue and
+yields what happens to the job. One thread takes the oldest ticket plus every waiting
+ticket with the same batch key (up to `max_batch`) and runs them through one denoising
+loop; the asyncio loop never runs torch. Items reach the waiting handler through
 `Ticket.post`, which is safe to call from the engine thread.
 """
 
@@ -12,13 +13,20 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
 
 from .engine import Engine, Job, Output
-from .errors import ResourceExhausted
+from .errors import Cancelled, Internal, ResourceExhausted, TetherError
 
 log = logging.getLogger("tether.worker")
+
+# `run`'s retry hint before any batch has been timed.
+_FIRST_RETRY_MS = 1000
 
 
 @dataclass(frozen=True)
@@ -28,13 +36,13 @@ class Queued:
 
 @dataclass(frozen=True)
 class Done:
-    output: Output | None  # None: cancelled
+    output: Output
     queued_ms: float
 
 
 @dataclass(frozen=True)
-class Failed:
-    error: BaseException
+class _Failed:
+    error: TetherError
 
 
 @dataclass
@@ -67,6 +75,7 @@ class Worker:
         self._waiting: list[Ticket] = []
         self._condition = threading.Condition()
         self._stopping = False
+        self._batch_ms = float(_FIRST_RETRY_MS)  # how long the last batch ran
         self._thread = threading.Thread(target=self._run, name="tether-engine", daemon=True)
 
     def start(self) -> None:
@@ -77,27 +86,62 @@ class Worker:
         with self._condition:
             self._stopping = True
             for ticket in self._waiting:
-                ticket.post(Done(None, 0.0))
+                ticket.post(_Failed(Cancelled("the server is stopping; the job did not start")))
             self._waiting.clear()
             self._condition.notify()
         self._thread.join()
 
-    def submit(self, ticket: Ticket) -> None:
+    def check_room(self) -> None:
+        """ResourceExhausted, with a retry hint, if the queue is full: lets a request be
+        refused before its images are decoded."""
         with self._condition:
             if len(self._waiting) >= self.max_queue:
-                raise ResourceExhausted(
-                    f"the queue is full ({self.max_queue} jobs waiting); retry in a moment"
-                )
+                raise self._queue_full()
+
+    async def run(
+        self, job: Job, progress: Callable[[int, int, np.ndarray | None], Any] | None = None
+    ) -> AsyncIterator[Queued | Done | Any]:
+        """Run `job` (checked by `engine.check`) and yield what happens to it, in order:
+        Queued(position) while it waits, `progress(step, total, preview)`'s value after each
+        step, and last Done. `progress` runs on the engine thread, so that previews are
+        encoded there and not on the event loop.
+
+        Failures are raised already worded for the status table: a full queue and running
+        out of memory as ResourceExhausted, a cancelled job as Cancelled, any other engine
+        failure as Internal. Leaving early (the client went away) stops the job before its
+        next step, or takes it off the queue if it has not started.
+        """
+        ticket = Ticket(job, asyncio.get_running_loop())
+        if progress is not None:
+            job.on_progress = lambda step, total, preview: ticket.post(
+                progress(step, total, preview)
+            )
+        with self._condition:  # a reentrant lock: check_room takes it again
+            self.check_room()
             self._waiting.append(ticket)
             ticket.post(Queued(len(self._waiting) - 1))
             self._condition.notify()
+        try:
+            while True:
+                item = await ticket.items.get()
+                if isinstance(item, _Failed):
+                    raise item.error
+                yield item
+                if isinstance(item, Done):
+                    return
+        finally:
+            job.cancel.set()
+            with self._condition:
+                if ticket in self._waiting:
+                    self._waiting.remove(ticket)
+                    self._announce_positions()
 
-    def withdraw(self, ticket: Ticket) -> None:
-        """Forget a ticket whose client went away, if it has not started."""
-        with self._condition:
-            if ticket in self._waiting:
-                self._waiting.remove(ticket)
-                self._announce_positions()
+    def _queue_full(self) -> ResourceExhausted:
+        # Places free up when the running batch ends; the last batch's time estimates when.
+        return ResourceExhausted(
+            f"the queue is full ({self.max_queue} jobs waiting); retry in a moment",
+            retry_after_ms=round(self._batch_ms),
+        )
 
     def _run(self) -> None:
         # Warm up on this thread: torch's CPU thread pool belongs to the thread that uses
@@ -138,7 +182,21 @@ class Worker:
         except Exception as error:  # reported to every client of the batch, then serve on
             log.exception("batch of %d failed", len(batch))
             for ticket in batch:
-                ticket.post(Failed(error))
+                ticket.post(_Failed(_worded(error)))
             return
+        finally:
+            self._batch_ms = (time.perf_counter() - started) * 1000
         for ticket, output in zip(batch, outputs):
-            ticket.post(Done(output, (started - ticket.submitted) * 1000))
+            if output is None:
+                ticket.post(_Failed(Cancelled("the job was cancelled")))
+            else:
+                ticket.post(Done(output, (started - ticket.submitted) * 1000))
+
+
+def _worded(error: Exception) -> TetherError:
+    """An engine failure as the client is told it: the same words in Generate and Live."""
+    if isinstance(error, TetherError):
+        return error
+    if isinstance(error, torch.OutOfMemoryError):
+        return ResourceExhausted("out of GPU memory; try a smaller size")
+    return Internal(f"the engine failed: {type(error).__name__}: {error}")
