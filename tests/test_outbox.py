@@ -19,6 +19,8 @@ import time
 import numpy as np
 import pytest
 import tether
+from tether._proto.tether.v1 import tether_pb2
+from tether.outbox import AsyncOutbox, Outbox, Step, ThreadOutbox
 
 SIZE = 32
 # More sessions than asyncio's default executor has threads on a small machine
@@ -33,6 +35,120 @@ def config() -> tether.LiveConfig:
 
 def frame(k: int) -> tether.LiveFrame:
     return tether.LiveFrame(k, np.full((SIZE, SIZE, 3), k, np.uint8))
+
+
+def config_request(seed: int = 3) -> tether_pb2.LiveRequest:
+    return tether.live.config_request(tether.LiveConfig("p", seed=seed))
+
+
+def frame_request(k: int) -> tether_pb2.LiveRequest:
+    return tether.live.frame_request(frame(k))
+
+
+def answer(frame_id: int, error: bool = False) -> tether_pb2.LiveEvent:
+    if error:
+        return tether_pb2.LiveEvent(error=tether_pb2.LiveError(frame_id=frame_id))
+    return tether_pb2.LiveEvent(result=tether_pb2.LiveResult(frame_id=frame_id))
+
+
+def taken(outbox: Outbox) -> list[str]:
+    """What the outbox lets go now, until it says wait or end."""
+    out = []
+    while not isinstance(step := outbox.take(), Step):
+        out.append(
+            f"frame {step.frame.id}" if step.HasField("frame") else f"config {step.config.seed}"
+        )
+    return [*out, step.value]
+
+
+def test_a_frame_goes_when_the_last_is_answered_and_the_newest_wins() -> None:
+    outbox = Outbox()
+    outbox.put(config_request(1))
+    outbox.put(frame_request(1))
+    assert taken(outbox) == ["config 1", "frame 1", "wait"]
+    for k in (2, 3, 4):  # the server is busy with frame 1: these wait here, newest wins
+        outbox.put(frame_request(k))
+    outbox.put(config_request(2))  # configs keep their place among the frames
+    outbox.put(frame_request(5))
+    assert taken(outbox) == ["wait"]
+    outbox.answered(2)  # not the frame in flight
+    assert taken(outbox) == ["wait"]
+    outbox.answered(1)
+    assert taken(outbox) == ["frame 4", "config 2", "wait"]  # configs need no answer
+    outbox.answered(4)
+    assert taken(outbox) == ["frame 5", "wait"]
+    assert outbox.dropped == 2
+
+
+def test_close_sends_what_waits_then_ends() -> None:
+    outbox = Outbox()
+    outbox.put(frame_request(1))
+    assert taken(outbox) == ["frame 1", "wait"]
+    outbox.put(frame_request(2))
+    outbox.put(frame_request(3))
+    outbox.close()
+    outbox.put(frame_request(4))  # after close: ignored
+    assert taken(outbox) == ["wait"]
+    outbox.answered(1)
+    assert taken(outbox) == ["frame 3", "end"]  # the newest frame is served
+    assert outbox.dropped == 1
+
+
+def test_cancel_drops_a_waiting_frame_and_ends_at_once() -> None:
+    outbox = Outbox()
+    outbox.put(frame_request(1))
+    assert taken(outbox) == ["frame 1", "wait"]
+    outbox.put(frame_request(2))
+    outbox.put(config_request(2))
+    outbox.cancel()  # frame 1 will never be answered: nothing may wait for that
+    assert taken(outbox) == ["end"]
+    outbox.put(frame_request(3))
+    assert taken(outbox) == ["end"] and outbox.dropped == 1
+
+
+def test_the_thread_driver_wakes_its_writer() -> None:
+    outbox = ThreadOutbox()
+    requests = outbox.requests()
+    outbox.put(frame_request(1))
+    assert next(requests).frame.id == 1
+    outbox.put(frame_request(2))
+    written: list[tether_pb2.LiveRequest] = []
+    writer = threading.Thread(target=lambda: written.extend(requests))
+    writer.start()
+    writer.join(timeout=0.2)
+    assert writer.is_alive() and not written  # frame 2 waits for frame 1's answer
+    outbox.answered(answer(1, error=True))
+    outbox.put(frame_request(3))
+    outbox.cancel()  # from another thread than the writer's
+    writer.join(timeout=5)
+    assert not writer.is_alive()
+    assert [request.frame.id for request in written] in ([2], [3], [])
+
+
+def test_the_asyncio_driver_wakes_its_writer() -> None:
+    async def main() -> list[int]:
+        outbox = AsyncOutbox()
+        written: list[int] = []
+
+        async def write_all() -> None:
+            async for request in outbox.requests():
+                written.append(request.frame.id)
+
+        writer = asyncio.create_task(write_all())
+        outbox.put(frame_request(1))
+        outbox.put(frame_request(2))  # replaces frame 1: the writer had no turn yet
+        await asyncio.sleep(0.05)
+        outbox.put(frame_request(3))
+        await asyncio.sleep(0.05)
+        assert written == [2]  # frame 3 waits for frame 2's answer
+        outbox.answered(answer(2))
+        await asyncio.sleep(0.05)
+        outbox.put(frame_request(4))
+        outbox.cancel()
+        await asyncio.wait_for(writer, 5)
+        return written
+
+    assert asyncio.run(main()) == [2, 3]
 
 
 def wait_for_threads(at_most: int) -> int:
@@ -61,7 +177,7 @@ def test_sync_cancel_with_a_frame_pending(server: str) -> None:
         with client.live(config()) as session:
             session.send(frame(9))
             assert next(iter(session)).frame_id == 9
-    assert wait_for_threads(before) == before
+    assert wait_for_threads(before) <= before
 
 
 async def cancel_sessions_with_a_frame_pending(server: str) -> dict[str, int]:
@@ -98,7 +214,7 @@ def test_async_cancel_with_a_frame_pending(server: str) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     counts = json.loads(done.stdout)
     assert counts["frame_id"] == 9  # a new session still writes and gets its result
-    assert counts["after"] == counts["before"]
+    assert counts["after"] <= counts["before"]
 
 
 if __name__ == "__main__":

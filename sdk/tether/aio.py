@@ -14,6 +14,7 @@ from . import connection, images, live, protocol
 from ._proto.tether.v1 import tether_pb2, tether_pb2_grpc
 from .errors import Cancelled, Internal, from_status, no_result
 from .live import LiveConfig, LiveEvent, LiveFrame
+from .outbox import AsyncOutbox
 from .protocol import Control, Event, ModelList, Progress, Result, ServerInfo
 
 
@@ -65,8 +66,9 @@ class LiveSession:
     def __init__(self, stub: Any, metadata: tuple, config: LiveConfig) -> None:
         self._call = stub.Live(metadata=metadata)
         self._config = config
-        # The same outbox as the sync session: a frame still waiting is replaced by a newer one.
-        self._outbox = live.Outbox()
+        # The same rule as the sync session's outbox, driven by a task instead of a thread.
+        self._outbox = AsyncOutbox()
+        self._call.add_done_callback(lambda call: self._outbox.cancel())
         self._writer: asyncio.Task | None = None
 
     async def send(self, frame: LiveFrame) -> None:
@@ -77,13 +79,11 @@ class LiveSession:
         self._outbox.put(live.config_request(config))
 
     async def close(self) -> None:
-        self._outbox.put(None)
-        if self._writer is not None:
-            await self._writer
+        self._outbox.close()
 
     def cancel(self) -> None:
-        """End the session now, results in flight included."""
-        self._outbox.put(None)
+        """End the session now, results in flight and a frame waiting to be sent included."""
+        self._outbox.cancel()
         self._call.cancel()
 
     async def __aiter__(self) -> AsyncIterator[LiveEvent]:
@@ -101,11 +101,11 @@ class LiveSession:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.cancel()
+        if self._writer is not None:
+            await self._writer  # it ends at once: the outbox has ended the stream
 
     async def _write_all(self) -> None:
-        requests = self._outbox.requests()
-        # The outbox blocks a thread while it waits; writes wait for flow control here.
-        while (request := await asyncio.to_thread(next, requests, None)) is not None:
+        async for request in self._outbox.requests():
             try:
                 await self._call.write(request)
             except (grpc.RpcError, asyncio.InvalidStateError):
