@@ -68,8 +68,8 @@ class LiveSession:
         self._config = config
         # The same rule as the sync session's outbox, driven by a task instead of a thread.
         self._outbox = AsyncOutbox()
-        self._call.add_done_callback(lambda call: self._outbox.cancel())
         self._writer: asyncio.Task | None = None
+        self._call.add_done_callback(lambda call: self._stop_writing())
 
     async def send(self, frame: LiveFrame) -> None:
         self._outbox.put(live.frame_request(frame))
@@ -83,8 +83,8 @@ class LiveSession:
 
     def cancel(self) -> None:
         """End the session now, results in flight and a frame waiting to be sent included."""
-        self._outbox.cancel()
         self._call.cancel()
+        self._stop_writing()
 
     async def __aiter__(self) -> AsyncIterator[LiveEvent]:
         try:
@@ -102,7 +102,15 @@ class LiveSession:
     async def __aexit__(self, *exc_info: object) -> None:
         self.cancel()
         if self._writer is not None:
-            await self._writer  # it ends at once: the outbox has ended the stream
+            await asyncio.wait({self._writer})
+
+    def _stop_writing(self) -> None:
+        """The call is over: the outbox drops what waits, and the writer stops, also in
+        the middle of a write (grpc.aio can leave one pending for good once the call is
+        cancelled)."""
+        self._outbox.cancel()
+        if self._writer is not None:
+            self._writer.cancel()
 
     async def _write_all(self) -> None:
         async for request in self._outbox.requests():
