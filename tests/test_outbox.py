@@ -19,6 +19,8 @@ import time
 import numpy as np
 import pytest
 import tether
+from bridge_harness import BridgeProcess, Host
+from tether import bridge
 from tether._proto.tether.v1 import tether_pb2
 from tether.outbox import AsyncOutbox, Outbox, Step, ThreadOutbox
 
@@ -215,6 +217,39 @@ def test_async_cancel_with_a_frame_pending(server: str) -> None:
     counts = json.loads(done.stdout)
     assert counts["frame_id"] == 9  # a new session still writes and gets its result
     assert counts["after"] <= counts["before"]
+
+
+def test_bridge_host_disconnects_with_frames_pending(server: str) -> None:
+    """`tether bridge` cancels a session whenever its host goes: 100 hosts leave with a
+    frame waiting behind an unanswered one; the bridge still serves, with no thread more."""
+    running = BridgeProcess("--server", server)
+    config = json.dumps({"type": "config", "prompt": "p", "steps": 1, "strength": 1.0})
+    image = np.zeros((SIZE, SIZE, 3), np.uint8)
+    try:
+        with Host.connect(running.address) as host:  # warm: the bridge's channel is up
+            host.ws.send(config)
+            host.ws.send(bridge.pack_frame(1, [image]))
+            host.result()
+        before = running.threads()
+        for _ in range(100):
+            with Host.connect(running.address) as host:
+                host.ws.send(config)
+                host.ws.send(bridge.pack_frame(1, [image]))
+                time.sleep(0.02)  # the bridge writes frame 1 to the server...
+                host.ws.send(bridge.pack_frame(2, [image]))  # ...and this one waits
+        with Host.connect(running.address, "/viewer") as viewer:  # every host's handler ended
+            while json.loads(viewer.ws.recv(timeout=30))["hosts"] != 0:
+                pass
+        with Host.connect(running.address) as host:
+            host.ws.send(config)
+            host.ws.send(bridge.pack_frame(9, [image]))
+            assert host.result().frame_id == 9
+        deadline = time.monotonic() + 10
+        while (after := running.threads()) > before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert after <= before
+    finally:
+        running.stop()
 
 
 if __name__ == "__main__":
