@@ -101,14 +101,14 @@ MALFORMED = [  # name, message, frame id in the error, what the error says
     ("descriptors-cut", GOOD[:40], 9, "too short for the descriptors of 3 buffers"),
     ("data-cut", GOOD[:-1], 9, "the message carries"),
     ("data-extra", GOOD + b"\0", 9, "the message carries"),
-    ("byte-length", _short_depth(GOOD), 9, "buffers[1] (controls[0]).raw.data: 100 bytes, but"),
+    ("byte-length", _short_depth(GOOD), 9, "buffers[1] (controls[0]).data: 100 bytes, but"),
     (
         "pixel-type",
         _patched(GOOD, 12 + 20 + 12, 7),
         9,
         "buffers[1] (controls[0]).pixel_type: 7; expected 0 (encoded), 1 (U8), 2 (F16), 3 (F32)",
     ),
-    ("channels", _patched(GOOD, 12 + 8, 2), 9, "buffers[0] (colour).raw.channels: must be 1, 3"),
+    ("channels", _patched(GOOD, 12 + 8, 2), 9, "buffers[0] (colour).channels: must be 1, 3"),
     (
         "not-an-image",
         wire.FRAME_HEADER.pack(b"TLF1", 9, 1)

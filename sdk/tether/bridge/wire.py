@@ -139,10 +139,7 @@ def _buffer(
         if images.encoded_format(payload) is None:
             raise ValueError(f"{field}: pixel type 0 (encoded), but not a PNG, JPEG or WebP")
         return payload
-    raw = image_pb2.RawImage(
-        width=width, height=height, channels=channels, pixel_type=pixel_type, data=payload
-    )
-    array = images.array_from_raw(raw, field)
+    array = images.array_from_buffer(payload, width, height, channels, pixel_type, field)
     # One channel travels as (H, W): the shape the SDK and `tether.maps` use for depth.
     return array[:, :, 0] if channels == 1 else array
 
