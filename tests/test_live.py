@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 import tether
 from conftest import Server
 from tether import protocol
-from tether._proto.tether.v1 import tether_pb2, tether_pb2_grpc
+from tether._proto.tether.v1 import tether_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 from scene import render  # noqa: E402
@@ -98,30 +97,6 @@ def test_the_server_keeps_the_newest_frame_for_clients_that_do_not_pace(server):
     assert ids == sorted(ids) and ids[-1] == sent
     assert events[-1].result.dropped + len(events) == sent
     assert events[-1].result.dropped > 0
-
-
-def test_the_sdk_writes_a_frame_only_when_the_last_one_is_answered():
-    outbox = tether.live.Outbox()
-    requests = outbox.requests()
-    outbox.put(protocol.live_config_request(config()))
-    outbox.put(protocol.live_frame_request(frame(1)))
-    assert next(requests).HasField("config")
-    assert next(requests).frame.id == 1
-    for k in (2, 3, 4):  # the server is busy with frame 1: these wait here, newest wins
-        outbox.put(protocol.live_frame_request(frame(k)))
-    written = []
-    writer = threading.Thread(target=lambda: written.append(next(requests)))
-    writer.start()
-    writer.join(timeout=0.2)
-    assert writer.is_alive() and not written
-    outbox.answered(tether_pb2.LiveEvent(result=tether_pb2.LiveResult(frame_id=1)))
-    writer.join(timeout=5)
-    assert [request.frame.id for request in written] == [4]
-    assert outbox.dropped == 2
-    # An error answers its frame too; then the end of the stream goes at once.
-    outbox.answered(tether_pb2.LiveEvent(error=tether_pb2.LiveError(frame_id=4)))
-    outbox.put(None)
-    assert list(requests) == []
 
 
 def test_same_frame_same_image_and_config_change_takes_effect(server):

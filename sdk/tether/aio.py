@@ -10,10 +10,11 @@ import grpc
 import grpc.aio
 import numpy as np
 
-from . import connection, images, live, protocol
+from . import connection, images, protocol
 from ._proto.tether.v1 import tether_pb2, tether_pb2_grpc
 from .client import progress_callback
 from .errors import Cancelled, Internal, from_status, no_result
+from .outbox import AsyncOutbox
 from .types import (
     Control,
     Event,
@@ -75,9 +76,10 @@ class LiveSession:
     def __init__(self, stub: Any, metadata: tuple, config: LiveConfig) -> None:
         self._call = stub.Live(metadata=metadata)
         self._config = config
-        # The same outbox as the sync session: a frame still waiting is replaced by a newer one.
-        self._outbox = live.Outbox()
+        # The same rule as the sync session's outbox, driven by a task instead of a thread.
+        self._outbox = AsyncOutbox()
         self._writer: asyncio.Task | None = None
+        self._call.add_done_callback(lambda call: self._stop_writing())
 
     async def send(self, frame: LiveFrame) -> None:
         self._outbox.put(protocol.live_frame_request(frame))
@@ -87,14 +89,12 @@ class LiveSession:
         self._outbox.put(protocol.live_config_request(config))
 
     async def close(self) -> None:
-        self._outbox.put(None)
-        if self._writer is not None:
-            await self._writer
+        self._outbox.close()
 
     def cancel(self) -> None:
-        """End the session now, results in flight included."""
-        self._outbox.put(None)
+        """End the session now, results in flight and a frame waiting to be sent included."""
         self._call.cancel()
+        self._stop_writing()
 
     async def __aiter__(self) -> AsyncIterator[LiveEvent]:
         try:
@@ -111,11 +111,19 @@ class LiveSession:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.cancel()
+        if self._writer is not None:
+            await asyncio.wait({self._writer})
+
+    def _stop_writing(self) -> None:
+        """The call is over: the outbox drops what waits, and the writer stops, also in
+        the middle of a write (grpc.aio can leave one pending for good once the call is
+        cancelled)."""
+        self._outbox.cancel()
+        if self._writer is not None:
+            self._writer.cancel()
 
     async def _write_all(self) -> None:
-        requests = self._outbox.requests()
-        # The outbox blocks a thread while it waits; writes wait for flow control here.
-        while (request := await asyncio.to_thread(next, requests, None)) is not None:
+        async for request in self._outbox.requests():
             try:
                 await self._call.write(request)
             except (grpc.RpcError, asyncio.InvalidStateError):

@@ -162,21 +162,31 @@ def write_raw(raw: image_pb2.RawImage, array: np.ndarray, field: str = "image") 
 
 def array_from_raw(raw: image_pb2.RawImage, field: str = "image") -> np.ndarray:
     """`RawImage` -> (H, W, C) array of its own dtype, checking the buffer's length."""
-    if raw.pixel_type not in DTYPES:
-        raise ValueError(f"{field}.raw.pixel_type: must be U8, F16 or F32")
-    if raw.width < 1 or raw.height < 1:
-        raise ValueError(f"{field}.raw: width and height must be at least 1")
-    if raw.channels not in (1, 3, 4):
-        raise ValueError(f"{field}.raw.channels: must be 1, 3 or 4 (got {raw.channels})")
-    dtype = DTYPES[raw.pixel_type]
-    expected = raw.width * raw.height * raw.channels * dtype.itemsize
-    if len(raw.data) != expected:
+    return array_from_buffer(
+        raw.data, raw.width, raw.height, raw.channels, raw.pixel_type, f"{field}.raw"
+    )
+
+
+def array_from_buffer(
+    data: bytes, width: int, height: int, channels: int, pixel_type: int, field: str = "image"
+) -> np.ndarray:
+    """A raw buffer described as `RawImage` describes one -> (H, W, C) array of its own
+    dtype, every field checked. For buffers that do not arrive in a `RawImage` (the bridge's
+    frames), without copying them into one."""
+    if pixel_type not in DTYPES:
+        raise ValueError(f"{field}.pixel_type: must be U8, F16 or F32")
+    if width < 1 or height < 1:
+        raise ValueError(f"{field}: width and height must be at least 1")
+    if channels not in (1, 3, 4):
+        raise ValueError(f"{field}.channels: must be 1, 3 or 4 (got {channels})")
+    dtype = DTYPES[pixel_type]
+    expected = width * height * channels * dtype.itemsize
+    if len(data) != expected:
         raise ValueError(
-            f"{field}.raw.data: {len(raw.data)} bytes, but {raw.width}x{raw.height}x"
-            f"{raw.channels} of {dtype.name} needs {expected}"
+            f"{field}.data: {len(data)} bytes, but {width}x{height}x{channels} of "
+            f"{dtype.name} needs {expected}"
         )
-    array = np.frombuffer(raw.data, dtype=dtype)
-    return array.reshape(raw.height, raw.width, raw.channels)
+    return np.frombuffer(data, dtype=dtype).reshape(height, width, channels)
 
 
 def from_proto(image: image_pb2.Image, field: str = "image") -> np.ndarray:

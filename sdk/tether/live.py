@@ -17,73 +17,15 @@ answer. `tether.aio.Client.live` is the async twin.
 
 from __future__ import annotations
 
-import threading
-from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
 
 from . import protocol
-from ._proto.tether.v1 import tether_pb2
 from .errors import from_status
+from .outbox import ThreadOutbox
 from .types import LiveConfig, LiveError, LiveFrame, LiveResult
-
-
-class Outbox:
-    """Messages waiting to be written, in order, with frames paced by the server: a frame is
-    written when the one written before it has been answered; until then a new frame
-    replaces the one waiting here (latest wins on this side too). So a host that renders
-    faster than the server serves sends only frames that will be served, each the newest
-    one when the server is ready for it, and nothing is serialised, sent or parsed only to
-    be dropped. (Two frames in flight hide the round trip but, measured, doubled the lag
-    for no gain in frames per second on a CPU-bound server.)"""
-
-    def __init__(self) -> None:
-        self._waiting: deque[tether_pb2.LiveRequest | None] = deque()
-        self._unanswered: int | None = None  # the id of the frame written and not answered
-        self._condition = threading.Condition()
-        self.dropped = 0
-
-    def put(self, request: tether_pb2.LiveRequest | None) -> None:
-        """A request, or None for the end of the stream."""
-        with self._condition:
-            last = self._waiting[-1] if self._waiting else None
-            if _is_frame(request) and _is_frame(last):
-                self._waiting[-1] = request
-                self.dropped += 1
-            else:
-                self._waiting.append(request)
-            self._condition.notify()
-
-    def answered(self, event: tether_pb2.LiveEvent) -> None:
-        """The server answered a frame (a result or an error); the next one may go."""
-        answer = event.result if event.WhichOneof("event") == "result" else event.error
-        with self._condition:
-            if answer.frame_id == self._unanswered:
-                self._unanswered = None
-                self._condition.notify()
-
-    def requests(self) -> Iterator[tether_pb2.LiveRequest]:
-        while True:
-            with self._condition:
-                self._condition.wait_for(self._ready)
-                request = self._waiting.popleft()
-                if _is_frame(request):
-                    self._unanswered = request.frame.id
-            if request is None:
-                return
-            yield request
-
-    def _ready(self) -> bool:
-        """Configs and the end of the stream go at once; a frame once the last is answered."""
-        if not self._waiting:
-            return False
-        return not _is_frame(self._waiting[0]) or self._unanswered is None
-
-
-def _is_frame(request: tether_pb2.LiveRequest | None) -> bool:
-    return request is not None and request.HasField("frame")
 
 
 class LiveSession:
@@ -91,10 +33,13 @@ class LiveSession:
     `close` says no more frames, and iteration ends after the last result."""
 
     def __init__(self, stub: Any, metadata: tuple, config: LiveConfig) -> None:
-        self._outbox = Outbox()
+        self._outbox = ThreadOutbox()
         self._outbox.put(protocol.live_config_request(config))
-        # grpc's own thread takes messages from the outbox as the connection allows.
+        # grpc's own thread takes messages from the outbox as the connection allows, until
+        # the outbox ends the stream, which it does at the latest when the call ends.
         self._call = stub.Live(self._outbox.requests(), metadata=metadata)
+        if not self._call.add_callback(self._outbox.cancel):
+            self._outbox.cancel()  # it ended already
 
     def send(self, frame: LiveFrame) -> None:
         self._outbox.put(protocol.live_frame_request(frame))
@@ -104,11 +49,11 @@ class LiveSession:
         self._outbox.put(protocol.live_config_request(config))
 
     def close(self) -> None:
-        self._outbox.put(None)
+        self._outbox.close()
 
     def cancel(self) -> None:
-        """End the session now, results in flight included."""
-        self.close()
+        """End the session now, results in flight and a frame waiting to be sent included."""
+        self._outbox.cancel()
         self._call.cancel()
 
     def __iter__(self) -> Iterator[LiveResult | LiveError]:
