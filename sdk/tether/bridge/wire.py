@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .. import LiveResult, images
+from .. import LiveResult, images, protocol
 from .._proto.tether.v1 import image_pb2
 from ..images import ImageInput
 
@@ -33,11 +33,7 @@ PIXEL_TYPE_NAMES = {
     for value in image_pb2.PixelType.DESCRIPTOR.values
 }
 # "raw", "png", "jpeg", "webp" (the names `LiveResult.format` uses) -> ImageFormat numbers.
-RESULT_FORMATS = {
-    value.name.removeprefix("IMAGE_FORMAT_").lower(): value.number
-    for value in image_pb2.ImageFormat.DESCRIPTOR.values
-    if value.number != image_pb2.IMAGE_FORMAT_UNSPECIFIED
-}
+RESULT_FORMATS = protocol.OUTPUT_FORMATS
 FORMAT_NAMES = {number: name for name, number in RESULT_FORMATS.items()}
 FLAG_REUSED = 1
 
