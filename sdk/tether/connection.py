@@ -64,7 +64,7 @@ def options(max_message_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, int]]
 
 
 def channel_options(max_message_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, int | str]]:
-    """A client channel's options: size limits, round robin and the retry policy."""
+    """A client channel's options: size limits, round robin over healthy replicas, retries."""
     return [
         *options(max_message_bytes),
         ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
