@@ -144,7 +144,7 @@ class Client:
         max_message_bytes: int = connection.MAX_MESSAGE_BYTES,
     ) -> None:
         creds = connection.credentials(tls)
-        opts = connection.options(max_message_bytes)
+        opts = connection.channel_options(max_message_bytes)
         self._channel = (
             grpc.aio.secure_channel(target, creds, options=opts)
             if creds

@@ -58,8 +58,10 @@ class Client:
         with tether.Client("127.0.0.1:50051") as client:
             result = client.generate("a castle", controls=[tether.Control("depth", depth)])
 
-    `token` is sent as `authorization: Bearer <token>`; `tls` is False (plaintext), True
-    (system roots) or the path of a PEM root certificate to trust.
+    `target` is `host:port`, or replicas: `dns:///name:port` (every address of the name)
+    or `ipv4:ip:port,ip:port`; calls go round robin (see `tether.connection`). `token` is
+    sent as `authorization: Bearer <token>`; `tls` is False (plaintext), True (system
+    roots) or the path of a PEM root certificate to trust.
     """
 
     def __init__(
@@ -71,7 +73,7 @@ class Client:
         max_message_bytes: int = connection.MAX_MESSAGE_BYTES,
     ) -> None:
         creds = connection.credentials(tls)
-        opts = connection.options(max_message_bytes)
+        opts = connection.channel_options(max_message_bytes)
         self._channel = (
             grpc.secure_channel(target, creds, options=opts)
             if creds
