@@ -283,6 +283,15 @@ def test_a_lost_server_turns_live_off_with_a_sentence(served, options, words, ma
     assert live_threads() == []
 
 
+def test_a_server_without_canny_turns_live_off_with_a_sentence(server, make_rig):
+    rig = make_rig(FakeClient(served_models(server, canny=None)))
+    rig.poll_until(lambda: not rig.live.running)
+    assert rig.view.ended == [
+        ("The Tether server offers no canny control model, which Repaint and Live need.", True)
+    ]
+    assert rig.client.fake.live_requests == []  # refused before the session opened
+
+
 def test_new_settings_reach_the_session_and_the_canvas_is_sent_again(served, make_rig):
     rig = make_rig(FakeClient(served))
     rig.poll_until(lambda: rig.live.shown_frame == 1)
@@ -353,5 +362,9 @@ def test_live_against_a_real_server(server, make_rig):
         rig.poll_until(lambda: rig.live.shown_frame == 2, timeout=120)
         assert not np.array_equal(rig.layer()[inside()], first[inside()])
         rig.stop()
+        # The server counts the session off once its handler has seen the cancel.
+        deadline = time.monotonic() + 10
+        while observer.server_info().live_sessions and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert observer.server_info().live_sessions == 0
     assert live_threads() == []

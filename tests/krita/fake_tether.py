@@ -116,20 +116,25 @@ class FakeTether(tether_pb2_grpc.TetherServicer):
         for step in range(1, STEPS + 1):
             progress = tether_pb2.Progress(step=step, total=STEPS, preview=raw_image(preview))
             yield tether_pb2.GenerateEvent(progress=progress)
-        if self.hold:
-            waited = 0.0
-            while context.is_active() and not self.released.is_set() and waited < HOLD_S:
-                self.released.wait(0.01)
-                waited += 0.01
-            if not context.is_active():
-                self.cancelled.set()
-                return
+        if self.hold and self._client_left(context):
+            return
         if self.reject is not None:
             context.abort(grpc.StatusCode[self.reject.code], str(self.reject))
         image = np.empty((height, width, 3), dtype=np.uint8)
         image[:] = self.color
         result = tether_pb2.Result(image=raw_image(image), seed=RESULT_SEED)
         yield tether_pb2.GenerateEvent(result=result)
+
+    def _client_left(self, context: grpc.ServicerContext) -> bool:
+        """Hold until the client cancels (True; `cancelled` is set) or `released` is."""
+        waited = 0.0
+        while context.is_active() and not self.released.is_set() and waited < HOLD_S:
+            self.released.wait(0.01)
+            waited += 0.01
+        if not context.is_active():
+            self.cancelled.set()
+            return True
+        return False
 
     def Live(self, requests: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         context.add_callback(self.live_ended.set)
@@ -141,8 +146,8 @@ class FakeTether(tether_pb2_grpc.TetherServicer):
                 size = (request.config.height, request.config.width)
                 continue
             frame_id = request.frame.id
-            if self.hold:
-                self.released.wait(HOLD_S)
+            if self.hold and self._client_left(context):
+                return
             if frame_id in self.refuse:
                 error = tether_pb2.LiveError(frame_id=frame_id, message="frame.image: refused")
                 yield tether_pb2.LiveEvent(error=error)
@@ -209,6 +214,5 @@ class FakeClient(tether.Client):
 
     def close(self) -> None:
         self.closed = True
-        self.fake.released.set()  # no handler left waiting
         super().close()
         self._server.stop(grace=None)

@@ -219,7 +219,7 @@ class TetherDocker(DockWidget):
         names = [model.name for model in models.models]
         self._set_models(names, current)
         canny = [c.name for c in models.controls if c.kind == "canny"]
-        note = "" if canny else " It has no canny control model: Repaint needs one."
+        note = "" if canny else " It has no canny control model: Repaint and Live need one."
         self.show_status(f"The server offers {len(names)} model(s).{note}")
 
     def _set_models(self, names: list[str], current: str) -> None:

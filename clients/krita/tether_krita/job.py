@@ -89,7 +89,9 @@ def prepare(snapshot: Snapshot, settings: Settings, models: tether.ModelList) ->
     base = _base_model(models, settings.model)
     canny = next((c.name for c in models.controls if c.kind == "canny"), None)
     if canny is None:
-        raise UserError("The Tether server offers no canny control model, which Repaint needs.")
+        raise UserError(
+            "The Tether server offers no canny control model, which Repaint and Live need."
+        )
     region = snapshot.region
     width, height = generation_size(
         region.width,
