@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT / "tests" / "krita"))
 from fake_tether import LIVE_BLUE, LIVE_GREEN, FakeClient, served_models  # noqa: E402
 from krita_fakes import FakeDocument, FakeSelection, rect_selection, rgba8_canvas  # noqa: E402
 from tether_krita import pixels  # noqa: E402
+from tether_krita.controller import Outside  # noqa: E402
 from tether_krita.document import LiveLayer  # noqa: E402
 from tether_krita.geometry import Rect  # noqa: E402
 from tether_krita.live_controller import LiveController  # noqa: E402
@@ -80,12 +81,13 @@ class Rig:
         self.doc.setSelection(rect_selection(width, height, SELECTED))
         self.client = client
         self.view = Recorder()
-        self.live = LiveController(
-            self.view,
+        self.open_documents = [self.doc]
+        outside = Outside(
             client_factory=lambda s: client,
-            is_open=lambda d: True,
+            is_open=lambda d: d in self.open_documents,
             clock=itertools.count().__next__,
         )
+        self.live = LiveController(self.view, outside)
         self.settings = settings or Settings(prompt="p", seed=9)
         self.started = self.live.start(self.doc, self.settings)
 
@@ -323,9 +325,8 @@ def test_a_random_seed_is_drawn_once_per_session(served, make_rig):
 def test_refusals_before_the_session_start_nothing(served):
     started = []
     view = Recorder()
-    live = LiveController(
-        view, client_factory=lambda s: FakeClient(served), start_job=started.append
-    )
+    outside = Outside(client_factory=lambda s: FakeClient(served), start_job=started.append)
+    live = LiveController(view, outside)
     assert not live.start(None, Settings())
     empty = FakeDocument(20, 20, rgba8_canvas(20, 20))
     empty.setSelection(FakeSelection(np.zeros((20, 20))))
@@ -339,10 +340,8 @@ def test_refusals_before_the_session_start_nothing(served):
 
 def test_closing_the_document_turns_live_off(served, make_rig):
     rig = make_rig(FakeClient(served))
-    open_documents = [rig.doc]
-    rig.live._is_open = lambda d: d in open_documents
     rig.poll_until(lambda: rig.live.shown_frame == 1)
-    open_documents.clear()
+    rig.open_documents.clear()
     rig.poll_until(lambda: not rig.live.running)
     assert rig.view.ended == [("Live is off.", False)]
     assert rig.client.fake.live_ended.wait(5)

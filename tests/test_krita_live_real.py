@@ -68,6 +68,15 @@ def test_edits_reach_the_server_and_results_land_in_the_live_layer(live_run, ses
     assert np.all(second[outside][:, 3] == 0)
 
 
+def test_the_window_has_the_live_actions(session):
+    assert session["actions"] == [
+        "tether_repaint_selection",
+        "tether_cancel",
+        "tether_live",
+        "tether_live_apply",
+    ]
+
+
 def test_repaint_is_refused_while_live_is_on(session):
     assert session["repaint_while_live"] is False
     assert session["alerts"] == ["Live is on: turn it off before repainting."]

@@ -88,7 +88,9 @@ def session(address: str, size: list[int], out: Path, messages: list[str]) -> di
     settings = Settings(address=address, prompt="a red apple", seed=1, live_steps=2)
     panel._load(settings)
     live = plugin.instance().live
-    result: dict = {}
+    # The plugin's menu actions, made for each window (Tools > Scripts).
+    names = ("tether_repaint_selection", "tether_cancel", "tether_live", "tether_live_apply")
+    result: dict = {"actions": [name for name in names if app.action(name) is not None]}
 
     # 1. Live on, from the docker's button.
     panel.live_button.setChecked(True)

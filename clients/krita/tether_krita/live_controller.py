@@ -14,15 +14,12 @@ for another frame is the canvas read, which costs two recomposites of the image
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from tether import background
-from tether.background import UserError
 
 from . import document as krita_document
-from .controller import ClientFactory, JobStarter, default_client
+from .controller import IN_KRITA, Outside
 from .geometry import Rect
 from .live import FIRST_FRAME, LiveLink, LivePainted, LiveRefused, LiveStarted
 from .messages import describe
@@ -47,19 +44,9 @@ class LiveView(Protocol):
 class LiveController:
     """One live session at a time, for the document that was active when it started."""
 
-    def __init__(
-        self,
-        view: LiveView,
-        client_factory: ClientFactory = default_client,
-        start_job: JobStarter = background.Job.start,
-        is_open: Callable[[Any], bool] = krita_document.document_is_open,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, view: LiveView, outside: Outside = IN_KRITA) -> None:
         self._view = view
-        self._client_factory = client_factory
-        self._start_job = start_job
-        self._is_open = is_open
-        self._clock = clock
+        self._outside = outside
         self._reset()
 
     def _reset(self) -> None:
@@ -95,11 +82,7 @@ class LiveController:
             self._view.show_status("Live is still stopping; try again in a moment.")
             return False
         try:
-            problem = settings.live_problem()
-            if problem is not None:
-                raise UserError(problem)
-            snapshot = krita_document.take_snapshot(document, settings.context_percent)
-            client = self._client_factory(settings)
+            snapshot, client = self._outside.begin(document, settings, settings.live_problem())
         except Exception as error:  # noqa: BLE001 - shown to the user, never a traceback
             self._view.live_ended(describe(error, settings.address), True)
             return False
@@ -110,7 +93,7 @@ class LiveController:
         self._handed = FIRST_FRAME  # the snapshot's pixels
         self._measure = krita_document.canvas_measure(document, snapshot.region, None)
         self._view.show_status("Live: connecting…")
-        self._start_job(self._link.job)
+        self._outside.start_job(self._link.job)
         return True
 
     def configure(self, settings: Settings) -> None:
@@ -149,7 +132,7 @@ class LiveController:
         GUI thread only."""
         if self._link is None:
             return
-        if self._document is not None and not self._is_open(self._document):
+        if self._document is not None and not self._outside.is_open(self._document):
             self._document = None  # closed: nothing left to read or paint into
             self.stop()
         for event in self._link.job.poll():
@@ -191,7 +174,7 @@ class LiveController:
             return
         if self._handed - self._answered >= MAX_UNANSWERED:
             return
-        now = self._clock()
+        now = self._outside.clock()
         if now - self._measured_at < CHECK_INTERVAL_S:
             return
         self._measured_at = now
