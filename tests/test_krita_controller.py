@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT / "tests" / "krita"))
 from fake_tether import FakeClient, served_models  # noqa: E402
 from krita_fakes import FakeDocument, FakeSelection, rect_selection, rgba8_canvas  # noqa: E402
 from tether_krita import pixels  # noqa: E402
-from tether_krita.controller import RepaintController  # noqa: E402
+from tether_krita.controller import Outside, RepaintController  # noqa: E402
 from tether_krita.geometry import Rect  # noqa: E402
 from tether_krita.settings import Settings  # noqa: E402
 
@@ -53,13 +53,13 @@ class Recorder:
 def run_sync(doc, client, settings=None, **kwargs):
     """Start a repaint whose job runs to the end inside start(), then poll once."""
     view = Recorder()
-    controller = RepaintController(
-        view,
+    outside = Outside(
         client_factory=lambda s: client,
         start_job=lambda job: job.run(),
         is_open=lambda d: True,
         **kwargs,
     )
+    controller = RepaintController(view, outside)
     started = controller.start(doc, settings or Settings(prompt="a red door"))
     controller.poll()
     return started, view, controller
@@ -67,7 +67,7 @@ def run_sync(doc, client, settings=None, **kwargs):
 
 def running(client, view, is_open=lambda d: True) -> RepaintController:
     """A controller whose jobs run on their own thread, as in Krita."""
-    return RepaintController(view, client_factory=lambda s: client, is_open=is_open)
+    return RepaintController(view, Outside(client_factory=lambda s: client, is_open=is_open))
 
 
 def layer_rgba(doc: FakeDocument, name: str) -> np.ndarray:
@@ -168,9 +168,8 @@ def test_failures_leave_the_document_untouched(server, fault, words):
 def test_refusals_before_the_job_start_no_job(served):
     started = []
     view = Recorder()
-    controller = RepaintController(
-        view, client_factory=lambda s: FakeClient(served), start_job=started.append
-    )
+    outside = Outside(client_factory=lambda s: FakeClient(served), start_job=started.append)
+    controller = RepaintController(view, outside)
     assert not controller.start(None, Settings())
     empty = FakeDocument(20, 20, rgba8_canvas(20, 20))
     empty.setSelection(FakeSelection(np.zeros((20, 20))))

@@ -4,8 +4,9 @@ talking to it over a real port.
 The plugin's calls go through the SDK unchanged (requests built and sent by the SDK,
 events parsed by it); only what the server answers is made up here, so that tests can
 predict it: previews of flat grey, a result of one colour, edges every 4 pixels, a job
-that waits until it is cancelled or released. ListModels answers with what a real
-Tether server answered (`served_models`), so the limits are the server's own.
+that waits until it is cancelled or released, live results whose red channel is the id of
+the frame they answer. ListModels answers with what a real Tether server answered
+(`served_models`), so the limits are the server's own.
 """
 
 from __future__ import annotations
@@ -68,9 +69,16 @@ def raw_image(pixels: np.ndarray) -> image_pb2.Image:
 
 
 class FakeTether(tether_pb2_grpc.TetherServicer):
-    """Queued, STEPS Progress events with 1/8-size grey previews, then a Result of one
-    colour; with `reject`, that error instead of the result; with `hold`, it waits after
-    the previews until the client cancels (`cancelled` is set) or `released` is."""
+    """Generate: Queued, STEPS Progress events with 1/8-size grey previews, then a Result
+    of one colour; with `reject`, that error instead of the result; with `hold`, it waits
+    after the previews until the client cancels (`cancelled` is set) or `released` is.
+
+    Live: records every request (`live_requests`) and answers each frame with an image of
+    colour (frame id, LIVE_GREEN, LIVE_BLUE), or a LiveError for a frame whose id is in
+    `refuse`; with `stale`, each answer is followed by one for the frame before (which a
+    client must not show over the newer one); with `hold`, it answers only once `released`
+    is set; with `vanish_after` N, it aborts the call as UNAVAILABLE after N answers, as a
+    server going away. `live_ended` is set when a session ends, however it ends."""
 
     def __init__(
         self,
@@ -78,12 +86,18 @@ class FakeTether(tether_pb2_grpc.TetherServicer):
         color: tuple[int, int, int],
         reject: tether.TetherError | None,
         hold: bool,
+        live: dict[str, Any],
     ) -> None:
         self.models = models
         self.color, self.reject, self.hold = color, reject, hold
+        self.refuse: set[int] = live.get("refuse", set())
+        self.stale: bool = live.get("stale", False)
+        self.vanish_after: int | None = live.get("vanish_after")
         self.messages: list[tether_pb2.GenerateRequest] = []
+        self.live_requests: list[tether_pb2.LiveRequest] = []
         self.cancelled = threading.Event()
         self.released = threading.Event()
+        self.live_ended = threading.Event()
 
     def ListModels(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         return self.models
@@ -102,14 +116,8 @@ class FakeTether(tether_pb2_grpc.TetherServicer):
         for step in range(1, STEPS + 1):
             progress = tether_pb2.Progress(step=step, total=STEPS, preview=raw_image(preview))
             yield tether_pb2.GenerateEvent(progress=progress)
-        if self.hold:
-            waited = 0.0
-            while context.is_active() and not self.released.is_set() and waited < HOLD_S:
-                self.released.wait(0.01)
-                waited += 0.01
-            if not context.is_active():
-                self.cancelled.set()
-                return
+        if self.hold and self._client_left(context):
+            return
         if self.reject is not None:
             context.abort(grpc.StatusCode[self.reject.code], str(self.reject))
         image = np.empty((height, width, 3), dtype=np.uint8)
@@ -117,12 +125,57 @@ class FakeTether(tether_pb2_grpc.TetherServicer):
         result = tether_pb2.Result(image=raw_image(image), seed=RESULT_SEED)
         yield tether_pb2.GenerateEvent(result=result)
 
+    def _client_left(self, context: grpc.ServicerContext) -> bool:
+        """Hold until the client cancels (True; `cancelled` is set) or `released` is."""
+        waited = 0.0
+        while context.is_active() and not self.released.is_set() and waited < HOLD_S:
+            self.released.wait(0.01)
+            waited += 0.01
+        if not context.is_active():
+            self.cancelled.set()
+            return True
+        return False
+
+    def Live(self, requests: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        context.add_callback(self.live_ended.set)
+        size = (0, 0)
+        answered = 0
+        for request in requests:
+            self.live_requests.append(request)
+            if request.HasField("config"):
+                size = (request.config.height, request.config.width)
+                continue
+            frame_id = request.frame.id
+            if self.hold and self._client_left(context):
+                return
+            if frame_id in self.refuse:
+                error = tether_pb2.LiveError(frame_id=frame_id, message="frame.image: refused")
+                yield tether_pb2.LiveEvent(error=error)
+            else:
+                yield live_result(frame_id, size)
+            answered += 1
+            if self.stale and frame_id > 1:
+                yield live_result(frame_id - 1, size)
+            if answered == self.vanish_after:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+
+
+LIVE_GREEN, LIVE_BLUE = 100, 50
+
+
+def live_result(frame_id: int, size: tuple[int, int]) -> tether_pb2.LiveEvent:
+    image = np.empty((*size, 3), dtype=np.uint8)
+    image[:] = (frame_id, LIVE_GREEN, LIVE_BLUE)
+    result = tether_pb2.LiveResult(frame_id=frame_id, image=raw_image(image))
+    return tether_pb2.LiveEvent(result=result)
+
 
 class FakeClient(tether.Client):
     """A real client of a `FakeTether` on a free port (or, with `down`, of a port where
     nothing listens), recording what the plugin asked for: `requests` the (prompt,
     options) of each `stream` call, `preprocessed` the (control, size) of each
-    `preprocess` call, `messages` the GenerateRequests the server received."""
+    `preprocess` call, `messages` the GenerateRequests the server received. `live`: the
+    live options of FakeTether (refuse, stale, vanish_after)."""
 
     def __init__(
         self,
@@ -131,8 +184,9 @@ class FakeClient(tether.Client):
         down: bool = False,
         reject: tether.TetherError | None = None,
         hold: bool = False,
+        **live: Any,
     ) -> None:
-        self.fake = FakeTether(models, color, reject, hold)
+        self.fake = FakeTether(models, color, reject, hold, live)
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         tether_pb2_grpc.add_TetherServicer_to_server(self.fake, self._server)
         if down:

@@ -62,7 +62,12 @@ class FakeSelection:
 
 
 class FakeNode:
+    _ids = 0
+
     def __init__(self, document: FakeDocument, name: str, kind: str) -> None:
+        FakeNode._ids += 1
+        self._id = FakeNode._ids
+        self._visible = True
         self.document = document
         self._name = name
         self._kind = kind
@@ -72,6 +77,7 @@ class FakeNode:
         bpp = document.bytes_per_pixel
         self.data = bytearray(document.canvas_width * document.canvas_height * bpp)
         self.writes = 0
+        self.history: list[bytes] = []  # what each write wrote
 
     def name(self) -> str:
         return self._name
@@ -81,6 +87,18 @@ class FakeNode:
 
     def type(self) -> str:
         return self._kind
+
+    def uniqueId(self) -> int:  # noqa: N802
+        return self._id
+
+    def visible(self) -> bool:
+        return self._visible
+
+    def setVisible(self, visible: bool) -> None:  # noqa: N802
+        self._visible = visible
+
+    def opacity(self) -> int:
+        return 255
 
     def setBlendingMode(self, mode: str) -> None:  # noqa: N802
         self.blending = mode
@@ -117,6 +135,7 @@ class FakeNode:
             start = (y + row) * stride + x * bpp
             self.data[start : start + w * bpp] = data[row * w * bpp : (row + 1) * w * bpp]
         self.writes += 1
+        self.history.append(bytes(data))
         return True
 
     def pixelData(self, x: int, y: int, w: int, h: int) -> bytes:  # noqa: N802
@@ -131,7 +150,9 @@ class FakeNode:
 
 class FakeDocument:
     """A document whose projection is its bottom layer (enough for reading), with an undo
-    log. `background` is the bottom layer's bytes in the document's colour space."""
+    log. `background` is the bottom layer's bytes in the document's colour space; that
+    layer is the active one. `busy` stands for a stroke in progress (the image cannot be
+    locked then); `reads` counts reads of the projection."""
 
     def __init__(
         self,
@@ -151,8 +172,11 @@ class FakeDocument:
         self.root._children.append(background_layer)
         background_layer._parent = self.root
         self._selection: FakeSelection | None = None
+        self._active: FakeNode | None = background_layer
         self.undo_log: list[tuple[str, str]] = []
         self.refreshes = 0
+        self.reads = 0
+        self.busy = False
 
     def width(self) -> int:
         return self.canvas_width
@@ -181,13 +205,26 @@ class FakeDocument:
     def createNode(self, name: str, kind: str) -> FakeNode:  # noqa: N802
         return FakeNode(self, name, kind)
 
+    def activeNode(self) -> FakeNode | None:  # noqa: N802
+        return self._active
+
+    def setActiveNode(self, node: FakeNode | None) -> None:  # noqa: N802
+        self._active = node
+
     def pixelData(self, x: int, y: int, w: int, h: int) -> bytes:  # noqa: N802
+        self.reads += 1
         return self.root.childNodes()[0].pixelData(x, y, w, h)
 
     def refreshProjection(self) -> None:  # noqa: N802
         self.refreshes += 1
 
     def waitForDone(self) -> None:  # noqa: N802
+        pass
+
+    def tryBarrierLock(self) -> bool:  # noqa: N802
+        return not self.busy
+
+    def unlock(self) -> None:
         pass
 
     def layer_names(self) -> list[str]:

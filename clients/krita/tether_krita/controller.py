@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import tether
@@ -15,7 +16,7 @@ from tether.background import UserError
 
 from . import document as krita_document
 from .geometry import Rect
-from .job import EdgesReady, PreviewReady, Repainted, StatusChanged, repaint_job
+from .job import EdgesReady, PreviewReady, Repainted, Snapshot, StatusChanged, repaint_job
 from .messages import describe
 from .settings import Settings
 
@@ -43,22 +44,35 @@ def default_client(settings: Settings) -> tether.Client:
     return tether.Client(settings.address.strip(), token=settings.token.strip() or None)
 
 
+@dataclass(frozen=True)
+class Outside:
+    """What a controller takes from outside (the network, threads, Krita, the clock);
+    tests pass their own."""
+
+    client_factory: ClientFactory = default_client
+    start_job: JobStarter = background.Job.start
+    is_open: Callable[[Any], bool] = krita_document.document_is_open
+    clock: Callable[[], float] = time.monotonic
+
+    def begin(self, document: Any, settings: Settings, problem: str | None) -> tuple[Snapshot, Any]:
+        """What a repaint or a live session starts from: the snapshot of `document` and a
+        client. Raises UserError with `problem` (the settings' own check), or for a
+        document the plugin cannot read."""
+        if problem is not None:
+            raise UserError(problem)
+        snapshot = krita_document.take_snapshot(document, settings.context_percent)
+        return snapshot, self.client_factory(settings)
+
+
+IN_KRITA = Outside()
+
+
 class RepaintController:
     """One repaint at a time, for whichever document was active when it started."""
 
-    def __init__(
-        self,
-        view: JobView,
-        client_factory: ClientFactory = default_client,
-        start_job: JobStarter = background.Job.start,
-        is_open: Callable[[Any], bool] = krita_document.document_is_open,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, view: JobView, outside: Outside = IN_KRITA) -> None:
         self._view = view
-        self._client_factory = client_factory
-        self._start_job = start_job
-        self._is_open = is_open
-        self._clock = clock
+        self._outside = outside
         self._job: background.Job | None = None
         self._document: Any = None
         self._result: krita_document.ResultLayer | None = None
@@ -79,11 +93,7 @@ class RepaintController:
             self._view.job_ended("A repaint is already running; cancel it first.", True)
             return False
         try:
-            problem = settings.problem()
-            if problem is not None:
-                raise UserError(problem)
-            snapshot = krita_document.take_snapshot(document, settings.context_percent)
-            client = self._client_factory(settings)
+            snapshot, client = self._outside.begin(document, settings, settings.problem())
         except Exception as error:  # noqa: BLE001 - shown to the user, never a traceback
             self._view.job_ended(describe(error, settings.address), True)
             return False
@@ -94,7 +104,7 @@ class RepaintController:
         self._last_preview_at = float("-inf")
         self._job = repaint_job(client, snapshot, settings)
         self._view.show_status("Starting…")
-        self._start_job(self._job)
+        self._outside.start_job(self._job)
         return True
 
     def cancel(self) -> None:
@@ -107,7 +117,7 @@ class RepaintController:
         """Apply what the worker reported since the last call. GUI thread only."""
         if self._job is None:
             return
-        if not self._is_open(self._document):
+        if not self._outside.is_open(self._document):
             # The user closed the document: nothing left to paint into.
             self._job.cancel()
             self._document = None
@@ -144,7 +154,7 @@ class RepaintController:
         preview = self._pending_preview
         if preview is None or self._document is None or self._result is None:
             return
-        now = self._clock()
+        now = self._outside.clock()
         if now - self._last_preview_at < PREVIEW_INTERVAL_S:
             return
         assert preview.pixels is not None

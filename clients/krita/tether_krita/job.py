@@ -89,7 +89,9 @@ def prepare(snapshot: Snapshot, settings: Settings, models: tether.ModelList) ->
     base = _base_model(models, settings.model)
     canny = next((c.name for c in models.controls if c.kind == "canny"), None)
     if canny is None:
-        raise UserError("The Tether server offers no canny control model, which Repaint needs.")
+        raise UserError(
+            "The Tether server offers no canny control model, which Repaint and Live need."
+        )
     region = snapshot.region
     width, height = generation_size(
         region.width,
@@ -98,14 +100,26 @@ def prepare(snapshot: Snapshot, settings: Settings, models: tether.ModelList) ->
         base.default_height,
         models.limits.max_pixels,
     )
-    rgba = pixels.decode(snapshot.pixels, region.width, region.height, snapshot.fmt)
-    image = masks.to_uint8(resize(pixels.flatten(rgba), width, height))
+    image = model_image(snapshot.pixels, region, snapshot.fmt, width, height)
     if snapshot.selection is None:
         coverage = masks.full_mask(region.width, region.height)
     else:
         coverage = masks.selection_mask(snapshot.selection, region.width, region.height)
     mask = masks.to_uint8(resize(coverage, width, height))
     return Prepared(width, height, image, mask, coverage, settings.model, canny)
+
+
+def model_image(data: bytes, region: Rect, fmt: PixelFormat, width: int, height: int) -> np.ndarray:
+    """Krita bytes over `region` -> the (height, width, 3) uint8 sRGB image the model gets,
+    transparent parts over white paper."""
+    rgba = pixels.decode(data, region.width, region.height, fmt)
+    return masks.to_uint8(resize(pixels.flatten(rgba), width, height))
+
+
+def layer_bytes(image: np.ndarray, coverage: np.ndarray, fmt: PixelFormat) -> bytes:
+    """A picture from the server (uint8 RGB, generation size) as a layer's bytes over the
+    region, masked to the selection `coverage`."""
+    return pixels.encode(masks.layer_pixels(image.astype(np.float32) / 255, coverage), fmt)
 
 
 def repaint_job(client: Any, snapshot: Snapshot, settings: Settings) -> background.Job:
@@ -152,15 +166,13 @@ def _repaint(
         task.emit(EdgesReady(pixels.encode(layer, fmt)))
         task.raise_if_cancelled()
 
-    def layer_bytes(image: np.ndarray) -> bytes:
-        """A picture at generation size as the layer's bytes, masked to the selection."""
-        return pixels.encode(masks.layer_pixels(image.astype(np.float32) / 255, plan.coverage), fmt)
-
     def on_event(event: tether.Queued | tether.Progress) -> None:
         if isinstance(event, tether.Queued):
             task.emit(StatusChanged(f"Queued: {event.position} job(s) ahead"))
         else:
-            preview = None if event.preview is None else layer_bytes(event.preview)
+            preview = None
+            if event.preview is not None:
+                preview = layer_bytes(event.preview, plan.coverage, fmt)
             task.emit(PreviewReady(event.step, event.total, preview))
 
     task.emit(StatusChanged("Sending the request…"))
@@ -180,7 +192,7 @@ def _repaint(
         model=plan.model or None,
         preview="fast",
     )
-    return Repainted(layer_bytes(result.image), result.seed)
+    return Repainted(layer_bytes(result.image, plan.coverage, fmt), result.seed)
 
 
 def _base_model(models: tether.ModelList, name: str) -> tether.BaseModel:
