@@ -30,19 +30,28 @@ from .types import (
 
 class Stream:
     """The events of one generation: `async for` over it; `cancel()` stops the job on the
-    server before its next step (iteration then raises `tether.Cancelled`)."""
+    server before its next step (iteration then raises `tether.Cancelled`). A job whose
+    server goes away before it starts is sent again, as `tether.Stream` does."""
 
-    def __init__(self, call: Any) -> None:
-        self._call = call
+    def __init__(self, send: Callable[[float | None], Any], timeout: float | None) -> None:
+        self._send = send  # timeout -> a new Generate call
+        self._attempts = connection.Attempts(timeout)
+        self._cancelled = False
+        self._call = send(timeout)
 
     async def __aiter__(self) -> AsyncIterator[Event]:
-        try:
-            async for event in self._call:
-                yield protocol.event_from_proto(event)
-        except grpc.RpcError as error:
-            raise from_status(error.code(), error.details()) from None
-        except grpc.aio.AbortError as error:
-            raise Internal(str(error)) from None
+        while True:
+            try:
+                async for event in self._call:
+                    self._attempts.seen(event)
+                    yield protocol.event_from_proto(event)
+                break
+            except grpc.RpcError as error:
+                if self._cancelled or not self._attempts.again(error.code()):
+                    raise from_status(error.code(), error.details()) from None
+                self._call = self._send(self._attempts.timeout())
+            except grpc.aio.AbortError as error:
+                raise Internal(str(error)) from None
         if self._call.cancelled():
             raise Cancelled("the call was cancelled")
 
@@ -60,6 +69,7 @@ class Stream:
         raise no_result()
 
     def cancel(self) -> None:
+        self._cancelled = True
         self._call.cancel()
 
     async def __aenter__(self) -> Stream:
@@ -187,7 +197,11 @@ class Client:
     def stream(self, prompt: str, *, timeout: float | None = None, **options: Any) -> Stream:
         """Start a generation and return its events; options as for `tether.Client.stream`."""
         request = protocol.generate_request(prompt, **options)
-        return Stream(self._stub.Generate(request, timeout=timeout, metadata=self._metadata))
+
+        def send(timeout: float | None) -> Any:
+            return self._stub.Generate(request, timeout=timeout, metadata=self._metadata)
+
+        return Stream(send, timeout)
 
     async def generate(
         self,

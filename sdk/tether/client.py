@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,17 +18,34 @@ from .types import Control, Event, LiveConfig, ModelList, Progress, Result, Serv
 
 class Stream:
     """The events of one generation: iterate over it; `cancel()` from any thread stops the
-    job on the server before its next step (iteration then raises `tether.Cancelled`)."""
+    job on the server before its next step (iteration then raises `tether.Cancelled`). A job
+    whose server goes away before it starts is sent again (`connection.GENERATE_RESENDS`):
+    its events then start over with Queued."""
 
-    def __init__(self, call: Any) -> None:
-        self._call = call
+    def __init__(self, send: Callable[[float | None], Any], timeout: float | None) -> None:
+        self._send = send  # timeout -> a new Generate call
+        self._attempts = connection.Attempts(timeout)
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._call = send(timeout)
 
     def __iter__(self) -> Iterator[Event]:
-        try:
-            for event in self._call:
-                yield protocol.event_from_proto(event)
-        except grpc.RpcError as error:
-            raise from_status(error.code(), error.details()) from None
+        while True:
+            try:
+                for event in self._call:
+                    self._attempts.seen(event)
+                    yield protocol.event_from_proto(event)
+                return
+            except grpc.RpcError as error:
+                if not self._send_again(error.code()):
+                    raise from_status(error.code(), error.details()) from None
+
+    def _send_again(self, code: grpc.StatusCode) -> bool:
+        with self._lock:
+            if self._cancelled or not self._attempts.again(code):
+                return False
+            self._call = self._send(self._attempts.timeout())
+            return True
 
     def result(self, on_event: Callable[[Event], None] | None = None) -> Result:
         """Wait for the Result, calling `on_event` with every Queued and Progress event
@@ -43,7 +61,10 @@ class Stream:
         raise no_result()
 
     def cancel(self) -> None:
-        self._call.cancel()
+        with self._lock:
+            self._cancelled = True
+            call = self._call
+        call.cancel()
 
     def __enter__(self) -> Stream:
         return self
@@ -120,7 +141,11 @@ class Client:
         output_format ("raw", "png", "jpeg", "webp").
         """
         request = protocol.generate_request(prompt, **options)
-        return Stream(self._stub.Generate(request, timeout=timeout, metadata=self._metadata))
+
+        def send(timeout: float | None) -> Any:
+            return self._stub.Generate(request, timeout=timeout, metadata=self._metadata)
+
+        return Stream(send, timeout)
 
     def generate(
         self,

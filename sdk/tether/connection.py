@@ -14,6 +14,7 @@ import argparse
 import ipaddress
 import json
 import os
+import time
 from pathlib import Path
 
 import grpc
@@ -72,6 +73,40 @@ def channel_options(max_message_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[st
         # request larger than this buffer (256 KiB by default) would never be retried.
         ("grpc.per_rpc_retry_buffer_size", max_message_bytes),
     ]
+
+
+# A Generate that the server answered only with Queued events had not started. When it then
+# ends UNAVAILABLE (its replica died, or drained before reaching it), the SDK sends it again,
+# at most this many times: gRPC's own retries end at a call's first response, which is a
+# Queued event.
+GENERATE_RESENDS = 2
+
+
+class Attempts:
+    """Whether a Generate call that failed may be sent again (see GENERATE_RESENDS), and
+    what is left of its timeout. Shared by the sync and async streams."""
+
+    def __init__(self, timeout: float | None) -> None:
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._left = GENERATE_RESENDS
+        self._started = False
+
+    def timeout(self) -> float | None:
+        return None if self._deadline is None else self._deadline - time.monotonic()
+
+    def seen(self, event: tether_pb2.GenerateEvent) -> None:
+        if event.WhichOneof("event") != "queued":
+            self._started = True
+
+    def again(self, code: grpc.StatusCode) -> bool:
+        """True (and one resend fewer left) when a call that ended with `code` may go again."""
+        timeout = self.timeout()
+        if self._started or not self._left or code != grpc.StatusCode.UNAVAILABLE:
+            return False
+        if timeout is not None and timeout <= 0:
+            return False
+        self._left -= 1
+        return True
 
 
 def credentials(tls: TLS) -> grpc.ChannelCredentials | None:
