@@ -24,10 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    AutoencoderTiny,
+    ControlNetModel,
+    DDIMScheduler,
+    UNet2DConditionModel,
+)
 from tokenizers.pre_tokenizers import ByteLevel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from . import autoencoders
 from .errors import ModelConfigError
 
 if sys.version_info >= (3, 11):
@@ -86,6 +93,7 @@ class ModelSet:
     scheduler_config: dict
     controls: dict[str, ControlNet]
     family: str = "sd15"
+    taesd: AutoencoderTiny | None = None  # tiny autoencoder, see `autoencoders`
 
     @property
     def vae_scale_factor(self) -> int:
@@ -113,7 +121,8 @@ class ModelSet:
 
     def modules(self) -> list[torch.nn.Module]:
         nets = [control.model for control in self.controls.values()]
-        return [self.unet, self.vae, self.text_encoder, *nets]
+        tiny = [self.taesd] if self.taesd is not None else []
+        return [self.unet, self.vae, self.text_encoder, *nets, *tiny]
 
 
 def default_device() -> str:
@@ -296,6 +305,10 @@ def load(
         scheduler_config=dict(DDIMScheduler.load_config(base, subfolder="scheduler")),
         controls=controls,
     )
+    # Issue 14: `taesd = PATH` in [base] names a tiny autoencoder (see `autoencoders`).
+    if "taesd" in config["base"]:
+        path = resolve({"path": config["base"]["taesd"]}, "base.taesd")
+        models.taesd = autoencoders.load_taesd(path, dtype)
     for module in models.modules():
         module.eval().requires_grad_(False)
     return models.to(device, dtype)
