@@ -543,9 +543,7 @@ class Engine:
             preview = None
             due = job.preview != "none" and (step % job.preview_every == 0 or step == total)
             if due:
-                x0 = getattr(result, "pred_original_sample", None)
-                if x0 is None:
-                    x0 = schedulers.predict_x0(scheduler, before, noise_pred, t)
+                x0 = schedulers.predict_x0(scheduler, result, before, noise_pred, t)
                 preview = autoencoders.preview(self.models, x0[j : j + 1], job.preview)
             job.on_progress(step, total, preview)
 

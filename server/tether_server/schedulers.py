@@ -91,10 +91,20 @@ def guidance_embedding(
 
 
 def predict_x0(
-    scheduler: SchedulerMixin, sample: torch.Tensor, noise_pred: torch.Tensor, t: torch.Tensor
+    scheduler: SchedulerMixin,
+    result: object,
+    sample: torch.Tensor,
+    noise_pred: torch.Tensor,
+    t: torch.Tensor,
 ) -> torch.Tensor:
-    """Predicted clean latent for schedulers whose step does not return it (DDPM-space
-    latents: UniPC, DPM-Solver)."""
+    """The predicted clean latent of a step (for previews): what the step's `result` says
+    (`pred_original_sample`; LCM's `denoised`, its boundary-conditioned output), else
+    computed from the noise prediction for schedulers whose step does not return it
+    (DDPM-space latents: UniPC, DPM-Solver, TCD)."""
+    for name in ("pred_original_sample", "denoised"):
+        x0 = getattr(result, name, None)
+        if x0 is not None:
+            return x0
     alpha = scheduler.alphas_cumprod.to(sample.device)[int(t)].to(sample.dtype)
     if scheduler.config.prediction_type == "v_prediction":
         return alpha.sqrt() * sample - (1 - alpha).sqrt() * noise_pred
