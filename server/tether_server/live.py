@@ -9,6 +9,9 @@
    naming the frame it answers; a failure is a LiveError worded as Generate words it.
 3. Temporal stability: the session's seed gives the same noise every frame, and prompt
    embeddings come from the engine's cache, so they are computed once per config.
+4. With stream batching (`tether serve --stream-batch`, `stream.py`) frames go through the
+   session's StreamBatch: each frame is answered by the frame the stream finishes, which
+   entered steps x strength - 1 frames earlier; the result names that frame.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from tether._proto.tether.v1 import image_pb2, tether_pb2
 from . import images, jobs
 from .engine import Job, Output
 from .errors import TetherError
+from .stream import StreamBatch
 from .worker import Done, Worker
 
 
@@ -36,7 +40,7 @@ class _Waiting:
 
 @dataclass
 class _Last:
-    inputs: list[np.ndarray]  # the colour image and the maps it was made from
+    inputs: list[np.ndarray]  # the colour image and the maps the output was made from
     image: image_pb2.Image
 
 
@@ -50,6 +54,7 @@ class LiveSession:
         self.wake = asyncio.Event()
         self.errors: list[tether_pb2.LiveEvent] = []  # config errors, sent before the next result
         self.last: _Last | None = None
+        self.stream: StreamBatch | None = None  # frames in flight, with stream batching
 
     async def run(
         self, requests: AsyncIterator[tether_pb2.LiveRequest]
@@ -81,6 +86,10 @@ class LiveSession:
                         jobs.check_live_config(request.config, self.worker.engine)
                         self.config = request.config
                         self.last = None
+                        if self.stream is not None:  # its frames in flight are dropped
+                            self.dropped += self.stream.in_flight
+                        if self.worker.engine.stream_batch:
+                            self.stream = StreamBatch()
                     except TetherError as error:
                         self.errors.append(_error(0, f"config: {error}"))
                 elif kind == "frame":
@@ -101,16 +110,27 @@ class LiveSession:
         try:
             job = await asyncio.to_thread(jobs.live_job, config, frame, self.worker.engine)
             inputs = [job.init_image, *(unit.image for unit in job.controls)]
-            if self.last is not None and _close(inputs, self.last.inputs, config.reuse_threshold):
+            similar = self.last is not None and _close(
+                inputs, self.last.inputs, config.reuse_threshold
+            )
+            stream = self.stream
+            if similar and not (stream is not None and stream.in_flight):
                 event.result.image.CopyFrom(self.last.image)
                 return self._result(event, frame.id, waiting.arrived, reused=True)
+            if stream is not None:
+                # A similar frame does not enter: the call moves the frames in flight on.
+                stream.submit(job, frame.id, waiting.arrived, enter=not similar)
             output = await self._run(job)
         except TetherError as error:
             return _error(frame.id, str(error))
         image = event.result.image
         await asyncio.to_thread(images.encode, output.image, config.output_format, image)
-        self.last = _Last(inputs, image)
-        return self._result(event, frame.id, waiting.arrived, reused=False)
+        self.last = _Last(self.last.inputs if similar else inputs, image)
+        if stream is None:
+            return self._result(event, frame.id, waiting.arrived, reused=False)
+        self.dropped += stream.discarded
+        stream.discarded = 0
+        return self._result(event, *stream.answered, reused=False)
 
     async def _run(self, job: Job) -> Output:
         async with contextlib.aclosing(self.worker.run(job)) as events:
