@@ -48,6 +48,9 @@ def check_arguments(args: argparse.Namespace) -> str | None:
     for name in ("max_queue", "max_batch", "max_pixels", "max_steps"):
         if getattr(args, name) < 1:
             return f"--{name.replace('_', '-')} must be at least 1"
+    device = torch.device(args.device or model_sets.default_device())
+    if args.fast == "graphs" and device.type != "cuda":
+        return f"--fast graphs needs a CUDA device (got {device}); --fast compile runs anywhere"
     return None
 
 
@@ -94,7 +97,8 @@ def load_models(args: argparse.Namespace) -> model_sets.ModelSet:
 
 def warm_up(engine: Engine) -> None:
     """One small job through every control model, so the first client does not pay for
-    lazy initialisation (kernels, allocator)."""
+    lazy initialisation (kernels, allocator). It runs exact: fast mode captures the sizes
+    clients ask for when they first ask (`compiled`), not this one."""
     size = 64
     blank = np.zeros((size, size, 3), dtype=np.float32)
     controls = [ControlInput(name, blank) for name in engine.models.controls]
@@ -106,7 +110,11 @@ def warm_up(engine: Engine) -> None:
         height=size,
         controls=controls,
     )
-    engine.run([job])
+    fast, engine.fast = engine.fast, None
+    try:
+        engine.run([job])
+    finally:
+        engine.fast = fast
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -149,7 +157,14 @@ async def serve(args: argparse.Namespace) -> None:
 
     # 1. Models load and warm up off the event loop, which keeps answering health checks.
     models = await asyncio.to_thread(load_models, args)
-    engine = Engine(models, max_pixels=args.max_pixels, max_steps=args.max_steps)
+    engine = Engine(
+        models,
+        max_pixels=args.max_pixels,
+        max_steps=args.max_steps,
+        fast=args.fast,
+        taesd_final=args.taesd_final,
+        stream_batch=args.stream_batch,
+    )
     worker = Worker(engine, max_queue=args.max_queue, max_batch=args.max_batch, warm_up=warm_up)
     worker.start()
     await asyncio.to_thread(worker.ready.wait)
