@@ -184,7 +184,13 @@ def check_registration() -> dict[str, Any]:
         return {
             "operators": sorted(
                 name
-                for name in ("generate", "cancel", "refresh_models", "project_result")
+                for name in (
+                    "generate",
+                    "bake_texture",
+                    "cancel",
+                    "refresh_models",
+                    "project_result",
+                )
                 if hasattr(bpy.types, f"TETHER_OT_{name}")
             ),
             "scene_property": hasattr(bpy.types.Scene, "tether"),
@@ -315,7 +321,7 @@ def check_saved(recorder: StreamRecorder, folder: Path) -> dict[str, Any]:
     renders: list[dict[str, Any]] = []
 
     def render_passes(*args: Any, **options: Any) -> Any:
-        renders.append(options)
+        renders.append({**options, "camera": options["camera"].name})
         return original(*args, **options)
 
     plan.render_passes = render_passes
