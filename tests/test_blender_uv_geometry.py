@@ -254,12 +254,11 @@ def test_views_blend_by_texel_area_in_pixels_and_unseen_texels_stay_marked() -> 
     assert np.array_equal(colours[none], np.tile(MISSING_COLOUR, (none.sum(), 1)))
     assert none.sum() > 0 and canvas.painted_share() == pytest.approx(1 - none.mean())
 
-    texture = canvas.texture(margin=0)
+    texture, mask = canvas.finished(margin=0)
     flat = texture.reshape(-1, 4)
     assert np.array_equal(flat[texels.index[none]], np.tile([*MISSING_COLOUR, 0], (none.sum(), 1)))
     assert (flat[texels.index[~none], 3] == 255).all()
-    mask = canvas.missing_mask(margin=0).ravel()
-    assert np.array_equal(mask[texels.index] == 255, none)
+    assert np.array_equal(mask.ravel()[texels.index] == 255, none)
 
 
 def test_margin_bleeds_island_colours_outward_by_that_many_texels() -> None:
@@ -273,9 +272,9 @@ def test_margin_bleeds_island_colours_outward_by_that_many_texels() -> None:
     camera = perspective(look_at([0, 0, 3], [0, 0, 0]), 48, 48, focal=60.0)
     canvas.add(observe(texels, camera, plane_depth(camera, half), 1.4), ramp(camera))
     for margin in (0, 3):
-        alpha = canvas.texture(margin)[..., 3]
+        alpha = canvas.finished(margin)[0][..., 3]
         assert (alpha[:, : 8 + margin] == 255).all() and (alpha[:, 8 + margin :] == 0).all()
-    texture = canvas.texture(3)
+    texture = canvas.finished(3)[0]
     # The first ring copies the island's last column (its own neighbours' mean).
     assert np.abs(texture[1:-1, 8, :3].astype(int) - texture[1:-1, 7, :3]).max() <= 1
 

@@ -140,11 +140,7 @@ def bake_views(task: background.Task, inputs: BakeInputs) -> int:
                 seen = observe(canvas.texels, camera, view.depth, inputs.max_angle)
                 canvas.add(seen, result.image)
             textures = {
-                target.name: (
-                    canvas.texture(inputs.margin),
-                    canvas.missing_mask(inputs.margin),
-                    canvas.painted_share(),
-                )
+                target.name: (*canvas.finished(inputs.margin), canvas.painted_share())
                 for target, canvas in zip(inputs.targets, canvases, strict=True)
             }
             task.emit(ViewBaked(index, result.seed, result.image, textures))

@@ -14,25 +14,26 @@ _NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) !=
 def dilate(values: np.ndarray, filled: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
     """``steps`` rings of growth: each empty pixel next to a filled one (of its 8
     neighbours) takes the mean of its filled neighbours. ``values`` is (H, W, C),
-    ``filled`` (H, W) bool; returns new arrays (float64 values), the originals untouched."""
+    ``filled`` (H, W) bool; returns new arrays (float64 values), the originals untouched.
+    Only the ring that grows is computed on, so a step costs little beyond its pixels."""
     values = np.asarray(values, dtype=np.float64).copy()
     filled = np.asarray(filled, dtype=bool).copy()
     height, width = filled.shape
     for _ in range(steps):
-        if filled.all():
-            break
-        padded_values = np.pad(values * filled[..., None], ((1, 1), (1, 1), (0, 0)))
-        padded_filled = np.pad(filled, 1).astype(np.float64)
-        total = np.zeros_like(values)
-        count = np.zeros(filled.shape, dtype=np.float64)
+        padded = np.pad(filled, 1)
+        count = np.zeros(filled.shape, dtype=np.int64)
         for dy, dx in _NEIGHBOURS:
-            rows = slice(1 + dy, 1 + dy + height)
-            columns = slice(1 + dx, 1 + dx + width)
-            total += padded_values[rows, columns]
-            count += padded_filled[rows, columns]
-        grow = ~filled & (count > 0)
-        if not grow.any():
+            count += padded[1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width]
+        rows, columns = np.nonzero(~filled & (count > 0))
+        if not len(rows):
             break
-        values[grow] = total[grow] / count[grow][:, None]
-        filled |= grow
+        total = np.zeros((len(rows), values.shape[2]))
+        for dy, dx in _NEIGHBOURS:
+            # Padded coordinates: a neighbour off the grid reads the padding (never filled).
+            source = padded[rows + 1 + dy, columns + 1 + dx]
+            near_rows = np.clip(rows + dy, 0, height - 1)
+            near_columns = np.clip(columns + dx, 0, width - 1)
+            total += values[near_rows, near_columns] * source[:, None]
+        values[rows, columns] = total / count[rows, columns][:, None]
+        filled[rows, columns] = True
     return values, filled

@@ -77,12 +77,20 @@ class ViewCamera:
     def rays(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(start, direction) of the world-space rays through pixel positions (x, y), each
         (N, 3): from the near clip plane toward the far one."""
-        ndc_x = x / self.width * 2.0 - 1.0
-        ndc_y = 1.0 - y / self.height * 2.0
+        ndc_x = (x / self.width * 2.0 - 1.0)[:, None]
+        ndc_y = (1.0 - y / self.height * 2.0)[:, None]
         inverse = np.linalg.inv(np.asarray(self.world_to_clip, dtype=np.float64))
         ends = []
         for ndc_z in (-1.0, 1.0):
-            clip = np.stack([ndc_x, ndc_y, np.full_like(ndc_x, ndc_z), np.ones_like(ndc_x)], 1)
-            world = clip @ inverse.T
+            # inverse @ (x, y, z, 1) column by column: no (N, 4) @ (4, 4) product, which
+            # some BLAS builds run slowly.
+            world = ndc_x * inverse[:, 0] + ndc_y * inverse[:, 1] + ndc_z * inverse[:, 2]
+            world += inverse[:, 3]
             ends.append(world[:, :3] / world[:, 3:4])
         return ends[0], ends[1] - ends[0]
+
+    def pixel_rays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(start, direction) of the ray through every pixel centre, (H * W, 3) each, row
+        by row from the top."""
+        columns, rows = np.meshgrid(np.arange(self.width) + 0.5, np.arange(self.height) + 0.5)
+        return self.rays(columns.ravel(), rows.ravel())

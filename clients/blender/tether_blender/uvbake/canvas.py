@@ -70,23 +70,23 @@ class Canvas:
         colours[painted] = self._total[painted] / self._weight[painted][:, None]
         return colours
 
-    def texture(self, margin: int) -> np.ndarray:
-        """(size, size, 4) uint8 RGBA, top row first: painted texels opaque, missing ones
-        `MISSING_COLOUR` with alpha 0, and ``margin`` texels of bleed around the islands;
-        transparent black beyond."""
-        alpha = np.where(self.painted, 255.0, 0.0)
-        rgba = self.texels.grid(np.concatenate([self.colours(), alpha[:, None]], axis=1))
-        on_map = self.texels.grid(np.ones(len(self.texels.index), dtype=bool), fill=False)
-        rgba, _ = dilate(rgba, on_map, margin)
-        return np.round(rgba).astype(np.uint8)
+    def finished(self, margin: int) -> tuple[np.ndarray, np.ndarray]:
+        """The texture and its missing mask, top row first, with ``margin`` texels of
+        bleed around the UV islands:
 
-    def missing_mask(self, margin: int) -> np.ndarray:
-        """(size, size) uint8: 255 on texels of the UV map no view has painted (with the
-        same ``margin`` as the texture), 0 elsewhere."""
-        missing = self.texels.grid((~self.painted).astype(np.float64))[..., None]
-        on_map = self.texels.grid(np.ones(len(self.texels.index), dtype=bool), fill=False)
-        missing, _ = dilate(missing, on_map, margin)
-        return np.where(missing[..., 0] >= 0.5, 255, 0).astype(np.uint8)
+        - (size, size, 4) uint8 RGBA: painted texels opaque, missing ones
+          `MISSING_COLOUR` with alpha 0, transparent black beyond the margin;
+        - (size, size) uint8: 255 on missing texels, 0 elsewhere.
+        """
+        painted = self.painted
+        alpha = np.where(painted, 255.0, 0.0)[:, None]
+        missing = np.where(painted, 0.0, 255.0)[:, None]
+        layers = self.texels.grid(np.concatenate([self.colours(), alpha, missing], axis=1))
+        on_map = self.texels.grid(np.ones(len(painted), dtype=bool), fill=False)
+        layers, _ = dilate(layers, on_map, margin)
+        texture = np.round(layers[..., :4]).astype(np.uint8)
+        mask = np.where(layers[..., 4] >= 127.5, 255, 0).astype(np.uint8)
+        return texture, mask
 
     def sample(self, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Colours (M, 3) float64 and painted share (M,) 0..1 at ``uv`` (M, 2), bilinear

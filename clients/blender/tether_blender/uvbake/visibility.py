@@ -87,10 +87,13 @@ def observe(texels: Texels, camera: ViewCamera, depth: np.ndarray, max_angle: fl
         & (y <= camera.height)
     )[0]
     flat_depth = np.asarray(depth, dtype=np.float64).ravel()
+    rays = camera.pixel_rays()
     for start in range(0, len(candidates), _BATCH):
         rows = candidates[start : start + _BATCH]
         corner_pixels, bilinear = _corners(x[rows], y[rows], camera.width, camera.height)
-        plane = _plane_depths(camera, corner_pixels, texels.positions[rows], texels.normals[rows])
+        plane = _plane_depths(
+            camera, rays, corner_pixels, texels.positions[rows], texels.normals[rows]
+        )
         size = camera.pixel_size(z[rows])
         tolerance = depth_tolerance(camera, z[rows])
         shows = np.abs(flat_depth[corner_pixels] - plane) <= tolerance[:, None]
@@ -128,13 +131,16 @@ def _corners(
 
 
 def _plane_depths(
-    camera: ViewCamera, pixels: np.ndarray, points: np.ndarray, normals: np.ndarray
+    camera: ViewCamera,
+    rays: tuple[np.ndarray, np.ndarray],
+    pixels: np.ndarray,
+    points: np.ndarray,
+    normals: np.ndarray,
 ) -> np.ndarray:
-    """(N, 4) planar depth at which the ray through each pixel centre meets the plane
-    through ``points`` with ``normals``; infinite where the ray runs along the plane."""
-    columns = pixels % camera.width + 0.5
-    rows = pixels // camera.width + 0.5
-    start, direction = camera.rays(columns.ravel().astype(np.float64), rows.ravel())
+    """(N, 4) planar depth at which the ray through each of ``pixels`` (``rays``: of
+    every pixel, from `ViewCamera.pixel_rays`) meets the plane through ``points`` with
+    ``normals``; infinite where the ray runs along the plane."""
+    start, direction = rays[0][pixels.ravel()], rays[1][pixels.ravel()]
     point = np.repeat(points, 4, axis=0)
     normal = np.repeat(normals, 4, axis=0)
     facing = np.einsum("nd,nd->n", normal, direction)
