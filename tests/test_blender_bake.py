@@ -7,11 +7,13 @@ tests/test_blender_uv_geometry.py."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_blender import ROOT, blender_python, part, run_in_blender  # noqa: F401 (fixture)
+from test_blender import EXAMPLE, ROOT, blender_python, part, run_in_blender  # noqa: F401
 
 CHECKS = ROOT / "tests" / "blender" / "bake_checks.py"
 WIDTH, HEIGHT = 64, 48  # as in tests/blender/bake_scene.py
@@ -182,3 +184,30 @@ def test_the_baked_texture_round_trips_through_a_saved_blend(
     else:  # baked in a saved file: a PNG next to it, referenced relatively
         assert not trip["packed"] and trip["file_next_to_blend"]
         assert trip["filepath"] == "//scene_tether_Cube_texture.png"
+
+
+def test_example_script_bakes_the_crates_from_an_orbit(
+    blender_python: Path,  # noqa: F811
+    server: str,
+    tmp_path: Path,
+) -> None:
+    blend = tmp_path / "scene.blend"
+    env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "blender-user")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "sdk"), str(ROOT / "clients" / "blender")])
+    arguments = ["--bake", "orbit", "--orbit", "2", "--texture-size", "128", "--steps", "1"]
+    completed = subprocess.run(
+        [str(blender_python), str(EXAMPLE), "--server", server, "--no-canny", *arguments]
+        + ["--out", str(blend)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert "baked 2 of 2 views" in completed.stdout
+    written = sorted(p.name for p in tmp_path.glob("scene_tether_*.png"))
+    assert written == [
+        f"scene_tether_Crate_{crate}_{kind}.png"
+        for crate in "AB"
+        for kind in ("missing", "texture")
+    ]
