@@ -55,7 +55,12 @@ def token_server() -> Iterator[str]:
 
 
 def run_in_blender(
-    python: Path, script: Path, args: list[str], folder: Path, pythonpath: list[Path]
+    python: Path,
+    script: Path,
+    args: list[str],
+    folder: Path,
+    pythonpath: list[Path],
+    timeout: float = 300,
 ) -> dict[str, Any]:
     out = folder / f"{script.stem}.json"
     env = {
@@ -71,7 +76,7 @@ def run_in_blender(
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     return json.loads(out.read_text())

@@ -34,6 +34,7 @@ def results(
         ["--server", server],
         folder,
         [ROOT / "sdk", ROOT / "clients" / "blender"],
+        timeout=900,  # ten generations and a dozen renders; slow when the cores are shared
     )
 
 
@@ -126,9 +127,10 @@ def test_cancel_stops_between_views_and_keeps_what_was_baked(results: dict[str, 
     cancel = part(results, "cancel")
     assert cancel["bake_result"] == ["FINISHED"]  # returned at once, job in the background
     assert cancel["cancel_result"] == ["FINISHED"]
-    assert "View 2 / 2: Step 1 / 40" in cancel["labels_while_running"]
+    assert any(label.startswith("View ") for label in cancel["labels_while_running"])
     assert cancel["cancelled"] and cancel["error"] is None
-    assert cancel["requests"] == 2 and not cancel["second_finished"]
+    # The second view was never sent, or stopped on the server before it finished.
+    assert cancel["requests"] in (1, 2) and cancel["later_finished"] in ([], [False])
     assert cancel["baked"] == ["A"]
     assert cancel["painted_share"] == cancel["one_view_share"]
     assert cancel["packed"]

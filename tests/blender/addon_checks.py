@@ -31,7 +31,7 @@ import bpy
 import map_checks
 import numpy as np
 import tether
-from scene_geometry import WIDTH, build_scene, image_pixels, select_only, snapshot
+from scene_geometry import WIDTH, build_scene, changes, image_pixels, select_only, snapshot
 
 ADDON = "tether_blender"
 
@@ -406,11 +406,7 @@ def check_faults(args: argparse.Namespace, prefs: Any) -> dict[str, Any]:
         error = generate_expecting_error()
         after = snapshot()
         undo()
-        cases[name] = {
-            "error": error,
-            "unchanged": before == after,
-            "changed": [key for key in before if before[key] != after.get(key)],
-        }
+        cases[name] = {"error": error, **changes(before, after)}
 
     camera = scene.camera
     case(

@@ -20,6 +20,7 @@ import numpy as np
 from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Matrix, Vector
 from mathutils.geometry import barycentric_transform, intersect_point_tri_2d
+from scene_geometry import pixel_rays
 
 WIDTH, HEIGHT = 64, 48
 TEXTURE = 128
@@ -110,23 +111,15 @@ def cast_pixels(camera: bpy.types.Object) -> list[tuple[int, Vector]]:
     (`OTHER` for another object, `NOTHING`) and where."""
     scene = bpy.context.scene
     depsgraph = bpy.context.evaluated_depsgraph_get()
-    top_right, _, bottom_left, top_left = camera.data.view_frame(scene=scene)
-    rotation = camera.matrix_world.to_3x3()
     origin = camera.matrix_world.translation
     hits = []
-    for row in range(HEIGHT):
-        for column in range(WIDTH):
-            point = (
-                top_left
-                + (top_right - top_left) * ((column + 0.5) / WIDTH)
-                + (bottom_left - top_left) * ((row + 0.5) / HEIGHT)
-            )
-            hit, location, _, polygon, obj, _ = scene.ray_cast(depsgraph, origin, rotation @ point)
-            if not hit:
-                polygon = NOTHING
-            elif obj.name != "Cube":
-                polygon = OTHER
-            hits.append((polygon, location))
+    for _row, _column, direction in pixel_rays(scene, camera, WIDTH, HEIGHT):
+        hit, location, _, polygon, obj, _ = scene.ray_cast(depsgraph, origin, direction)
+        if not hit:
+            polygon = NOTHING
+        elif obj.name != "Cube":
+            polygon = OTHER
+        hits.append((polygon, location))
     return hits
 
 

@@ -85,11 +85,9 @@ class BakeInputs:
 
 @dataclass(frozen=True)
 class ViewStarted:
-    """View ``index`` (from 0) is being generated; ``conditioned`` when it is an
-    inpainting request on earlier views' paint."""
+    """View ``index`` (from 0) is being generated."""
 
     index: int
-    conditioned: bool
 
 
 @dataclass(frozen=True)
@@ -105,7 +103,6 @@ class ViewBaked:
     ((size, size, 4) uint8), the missing mask ((size, size) uint8) and the painted share."""
 
     index: int
-    seed: int
     picture: np.ndarray
     textures: dict[str, tuple[np.ndarray, np.ndarray, float]] = field(repr=False)
 
@@ -133,7 +130,7 @@ def bake_views(task: background.Task, inputs: BakeInputs) -> int:
                     strength=1.0,
                     mask_blur=MASK_BLUR,
                 )
-            task.emit(ViewStarted(index, conditioned=bool(condition.kept)))
+            task.emit(ViewStarted(index))
             result = task.generate(client, inputs.prompt, **options)
             generated += 1
             for canvas in canvases:
@@ -143,5 +140,5 @@ def bake_views(task: background.Task, inputs: BakeInputs) -> int:
                 target.name: (*canvas.finished(inputs.margin), canvas.painted_share())
                 for target, canvas in zip(inputs.targets, canvases, strict=True)
             }
-            task.emit(ViewBaked(index, result.seed, result.image, textures))
+            task.emit(ViewBaked(index, result.image, textures))
     return generated

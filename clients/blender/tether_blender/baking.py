@@ -39,13 +39,11 @@ class Bake(Run):
         self.inputs = inputs
         self.view = 0  # the view being generated, from 1; 0 before the first
         self.baked: list[str] = []  # names of the views painted in
-        self.skipped: list[str] = []
-        self.conditioned: list[str] = []  # views sent as inpainting requests
-        self.seeds: list[int] = []
+        self.skipped: list[str] = []  # names of the views that showed nothing unpainted
         self.textures: dict[str, str] = {}  # object name -> its texture image's name
         self.masks: dict[str, str] = {}  # object name -> its missing mask's name
         self.painted: dict[str, float] = {}  # object name -> share of texels painted
-        self.saved_to: list[str] = []
+        self.saved_to: dict[str, str] = {}  # object name -> where its texture went
 
     def _work(self, task: background.Task) -> int:
         return bake_views(task, self.inputs)
@@ -56,8 +54,6 @@ class Bake(Run):
     def _apply(self, event: Any) -> None:
         if isinstance(event, ViewStarted):
             self.view, self.step, self.queue_position = event.index + 1, 0, None
-            if event.conditioned:
-                self.conditioned.append(self.inputs.views[event.index].name)
         elif isinstance(event, ViewSkipped):
             self.skipped.append(self.inputs.views[event.index].name)
         elif isinstance(event, ViewBaked):
@@ -74,7 +70,6 @@ class Bake(Run):
     def _paint(self, event: ViewBaked) -> None:
         """Show the view's picture and write the textures as they now are."""
         self.baked.append(self.inputs.views[event.index].name)
-        self.seeds.append(event.seed)
         images.write_rgb(self._image(), event.picture)
         size = self.inputs.texture_size
         for target in self.inputs.targets:
@@ -97,7 +92,11 @@ class Bake(Run):
             image = images.new_texture_image(f"{target} Tether {kind}", size, data=data)
             names[target] = image.name
             obj = bpy.data.objects.get(target)
-            if kind == "Texture" and obj is not None and obj.type == "MESH":
+            if kind != "Texture":
+                pass
+            elif obj is None or obj.type != "MESH":
+                self.warnings.append(f"{target!r} is gone: its texture is on no material")
+            else:
                 uv_map = next(t.uv_map for t in self.inputs.targets if t.name == target)
                 material = textured_material(image.name, image, uv_map, "REPEAT")
                 assign_everywhere(obj, material)
@@ -110,26 +109,29 @@ class Bake(Run):
                 image = bpy.data.images.get(name)
                 if image is not None:
                     where = images.save_or_pack(image, f"tether_{target}_{kind}")
-                    self.saved_to.append(f"{name!r} {where}")
+                    if kind == "texture":
+                        self.saved_to[target] = where
 
     def outcome(self) -> tuple[str, str]:
         count = len(self.inputs.views)
-        kept = ""
-        if self.textures:
-            painted = ", ".join(
-                f"{self.textures[name]!r} {share:.0%} painted"
-                for name, share in self.painted.items()
-            )
-            kept = f"{painted} (magenta = seen by no view, white in the Missing mask)"
+        level = "WARNING" if self.warnings else "INFO"
         if self.error:
-            return "ERROR", f"{self.error}{'; kept ' + kept if kept else ''}"
-        if self.cancelled:
-            message = f"Tether: bake cancelled after {len(self.baked)} of {count} views"
-            return "WARNING", f"{message}{'; kept ' + kept if kept else ''}"
-        parts = [f"Tether: baked {len(self.baked)} of {count} views, seeds from {self.seeds[0]}"]
-        if kept:
-            parts.append(kept)
+            level, first = "ERROR", self.error
+        elif self.cancelled:
+            level, first = (
+                "WARNING",
+                f"Tether: bake cancelled after {len(self.baked)} of {count} views",
+            )
+        else:
+            seed = self.inputs.options["seed"]
+            first = f"Tether: baked {len(self.baked)} of {count} views, seeds from {seed}"
+        parts = [first]
+        parts.extend(
+            f"{self.textures[target]!r} {self.painted[target]:.0%} painted (magenta: seen by "
+            f"no view), {self.saved_to.get(target, 'not saved')}"
+            for target in self.textures
+        )
         if self.skipped:
-            parts.append(f"skipped {', '.join(self.skipped)} (nothing unpainted in view)")
+            parts.append(f"skipped {', '.join(self.skipped)}: nothing unpainted in view")
         parts.extend(self.warnings)
-        return ("WARNING" if self.warnings else "INFO"), "; ".join(parts)
+        return level, "; ".join(parts)

@@ -18,61 +18,61 @@ from .projection import apply_projection
 __all__ = ["CLASSES"]
 
 
-_WAIT_DESCRIPTION = (
-    "Block until the job is done (for scripts and background mode, where timers do not "
-    "run); the outcome is this operator's report"
-)
+class _JobOperator:
+    """What Generate and Bake Texture share (a mix-in: Blender registers the properties of
+    each operator class): one job at a time, its checks before anything starts, and the
+    wait option."""
 
-
-class TETHER_OT_generate(bpy.types.Operator):
-    """Render the passes of the enabled units (depth, normal, the colour picture for canny)
-    from the active camera and generate a picture"""
-
-    bl_idname = "tether.generate"
-    bl_label = "Generate"
     bl_options = {"REGISTER"}
 
     wait: bpy.props.BoolProperty(
-        name="Wait", description=_WAIT_DESCRIPTION, default=False, options={"SKIP_SAVE"}
+        name="Wait",
+        description=(
+            "Block until the job is done (for scripts and background mode, where timers "
+            "do not run); the outcome is this operator's report"
+        ),
+        default=False,
+        options={"SKIP_SAVE"},
     )
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
         return generation.current() is None and context.scene is not None
 
+    def prepare(self, context: bpy.types.Context) -> generation.Run:
+        """Check and render everything; raises UserError."""
+        raise NotImplementedError
+
     def execute(self, context: bpy.types.Context) -> set[str]:
         try:
-            run = generation.Generation(prepare(context))
+            run = self.prepare(context)
         except UserError as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
         return start(self, run, wait=self.wait)
 
 
-class TETHER_OT_bake_texture(bpy.types.Operator):
+class TETHER_OT_generate(_JobOperator, bpy.types.Operator):
+    """Render the passes of the enabled units (depth, normal, the colour picture for canny)
+    from the active camera and generate a picture"""
+
+    bl_idname = "tether.generate"
+    bl_label = "Generate"
+
+    def prepare(self, context: bpy.types.Context) -> generation.Run:
+        return generation.Generation(prepare(context))
+
+
+class TETHER_OT_bake_texture(_JobOperator, bpy.types.Operator):
     """Generate from each view in turn (the active camera, the selected cameras, or an
     orbit), each after the first conditioned on what the earlier ones painted, and bake
     the pictures into a texture on each selected mesh's UV map"""
 
     bl_idname = "tether.bake_texture"
     bl_label = "Bake Texture"
-    bl_options = {"REGISTER"}
 
-    wait: bpy.props.BoolProperty(
-        name="Wait", description=_WAIT_DESCRIPTION, default=False, options={"SKIP_SAVE"}
-    )
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return generation.current() is None and context.scene is not None
-
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        try:
-            run = Bake(prepare_bake(context))
-        except UserError as error:
-            self.report({"ERROR"}, str(error))
-            return {"CANCELLED"}
-        return start(self, run, wait=self.wait)
+    def prepare(self, context: bpy.types.Context) -> generation.Run:
+        return Bake(prepare_bake(context))
 
 
 def start(operator: bpy.types.Operator, run: generation.Run, *, wait: bool) -> set[str]:
