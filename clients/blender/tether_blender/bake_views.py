@@ -45,8 +45,8 @@ __all__ = [
     "bake_views",
 ]
 
-# Pixels over which the server blurs the mask's edge: kept and repainted areas blend over
-# this width instead of meeting at a hard seam (the server's own default).
+# The blur of the mask's edge (a Gaussian's sigma, in pixels): kept and repainted areas
+# blend over a few pixels instead of meeting at a hard seam. The server's own default.
 MASK_BLUR = 4
 
 
