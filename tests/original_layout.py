@@ -45,6 +45,12 @@ def checkpoint(unet, vae, text_encoder) -> dict[str, torch.Tensor]:
     return {key: tensor.contiguous() for key, tensor in state.items()}
 
 
+def vae(model) -> dict[str, torch.Tensor]:
+    """A VAE single file, as vae-ft-mse-840000-ema-pruned.safetensors (no prefix)."""
+    state = _prefixed("", vae_keys(model.config), model.state_dict())
+    return {key: tensor.contiguous() for key, tensor in state.items()}
+
+
 def controlnet(net) -> dict[str, torch.Tensor]:
     """A ControlNet single file, as lllyasviel's control_v11*_sd15_*.safetensors."""
     keys = controlnet_keys(net.config)
@@ -65,7 +71,9 @@ def unet_keys(config) -> dict[str, str]:
                 keys[f"up_blocks.{b}.attentions.{j}."] = f"output_blocks.{out}.1."
         if b < len(config["up_block_types"]) - 1:
             at = 2 if "CrossAttn" in kind else 1
-            keys[f"up_blocks.{b}.upsamplers.0."] = f"output_blocks.{b * per_block + per_block - 1}.{at}."
+            keys[f"up_blocks.{b}.upsamplers.0."] = (
+                f"output_blocks.{b * per_block + per_block - 1}.{at}."
+            )
     return keys
 
 
@@ -126,7 +134,9 @@ def _encoder_keys(config) -> dict[str, str]:
             if "CrossAttn" in kind:
                 keys[f"down_blocks.{b}.attentions.{j}."] = f"input_blocks.{index}.1."
         if b < len(config["down_block_types"]) - 1:
-            keys[f"down_blocks.{b}.downsamplers.0.conv."] = f"input_blocks.{(b + 1) * per_block}.0.op."
+            keys[f"down_blocks.{b}.downsamplers.0.conv."] = (
+                f"input_blocks.{(b + 1) * per_block}.0.op."
+            )
     keys["mid_block.resnets.0."] = "middle_block.0."
     keys["mid_block.attentions.0."] = "middle_block.1."
     keys["mid_block.resnets.1."] = "middle_block.2."

@@ -80,7 +80,11 @@ def read_header(path: Path) -> dict[str, list[int]]:
 
 def contents(path: Path) -> Contents:
     """What the .safetensors file at `path` holds (see `Contents`)."""
-    shapes = read_header(path)
+    return describe(read_header(path))
+
+
+def describe(shapes: dict[str, list[int]]) -> Contents:
+    """What a file with these tensors (name -> shape) holds."""
     keys = shapes.keys()
 
     def any_key(*parts: str) -> bool:
