@@ -1,9 +1,11 @@
 """Catalog entries -> modules on the device, through diffusers' own loaders, safetensors only.
 
 - A single .safetensors checkpoint (A1111, ComfyUI, model-sharing sites) goes through
-  diffusers' single-file loaders, `StableDiffusionPipeline.from_single_file` and
-  `ControlNetModel.from_single_file`, with the entry's diffusers-format configs (SD 1.5's
-  ship in configs/sd15) and `local_files_only=True`: nothing is fetched.
+  diffusers' single-file loaders, component by component as its pipelines'
+  `from_single_file` does (`UNet2DConditionModel.from_single_file`, ...), with the entry's
+  diffusers-format configs (SD 1.5's ship in configs/sd15) and `local_files_only=True`:
+  nothing is fetched. (Importing the pipeline classes themselves would make transformers
+  warn about image processors the server does not use.)
 - A diffusers folder or a hub id goes through `from_pretrained(use_safetensors=True)`.
 
 Failures are ModelConfigError, one line naming the file.
@@ -14,16 +16,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from diffusers import (
-    AutoencoderKL,
-    ControlNetModel,
-    DDIMScheduler,
-    StableDiffusionPipeline,
-    UNet2DConditionModel,
+from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
+from diffusers.loaders.single_file_utils import (
+    SingleFileComponentError,
+    create_diffusers_clip_model_from_ldm,
+    load_single_file_checkpoint,
 )
-from diffusers.loaders.single_file_utils import SingleFileComponentError
 from diffusers.utils import logging as diffusers_logging
 from transformers import CLIPTextModel, CLIPTokenizer
+from transformers.utils import logging as transformers_logging
 
 from .catalog import BaseEntry, ControlEntry
 from .errors import ModelConfigError
@@ -43,6 +44,7 @@ def load_base(
     loaded ControlNets, filled as they load)."""
     # A server's log is no terminal: no progress bars.
     diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
     vae = _vae(entry, dtype) if entry.vae is not None else None
     if entry.path is not None and entry.path.is_file():
         parts = _single_file_parts(entry, vae, dtype)
@@ -72,23 +74,33 @@ def load_control(entry: ControlEntry, device: str | torch.device, dtype: torch.d
 
 
 def _single_file_parts(entry: BaseEntry, vae: AutoencoderKL | None, dtype: torch.dtype) -> dict:
-    given = {"vae": vae} if vae is not None else {}
-    pipe = _single_file(
-        StableDiffusionPipeline.from_single_file,
-        entry.path,
-        "an SD 1.5 checkpoint",
-        config=entry.config,
-        dtype=dtype,
-        safety_checker=None,
-        feature_extractor=None,
-        **given,
+    path, config, what = entry.path, str(entry.config), "an SD 1.5 checkpoint"
+    # Read once; every component takes its tensors from it, as the pipelines' loader does.
+    checkpoint = _guarded(path, what, load_single_file_checkpoint, str(path), local_files_only=True)
+    options = {"config": config, "local_files_only": True, "torch_dtype": dtype}
+
+    def part(cls, subfolder: str):
+        return _guarded(
+            path, what, cls.from_single_file, checkpoint, subfolder=subfolder, **options
+        )
+
+    text_encoder = _guarded(
+        path,
+        what,
+        create_diffusers_clip_model_from_ldm,
+        CLIPTextModel,
+        checkpoint,
+        subfolder="text_encoder",
+        **options,
     )
     return {
-        "unet": pipe.unet,
-        "vae": pipe.vae,
-        "text_encoder": pipe.text_encoder,
-        "tokenizer": pipe.tokenizer,
-        "scheduler_config": dict(DDIMScheduler.load_config(entry.config, subfolder="scheduler")),
+        "unet": part(UNet2DConditionModel, "unet"),
+        "vae": vae or part(AutoencoderKL, "vae"),
+        "text_encoder": text_encoder,
+        "tokenizer": _guarded(
+            path, what, CLIPTokenizer.from_pretrained, config, subfolder="tokenizer"
+        ),
+        "scheduler_config": dict(DDIMScheduler.load_config(config, subfolder="scheduler")),
     }
 
 
@@ -126,10 +138,14 @@ def _vae(entry: BaseEntry, dtype: torch.dtype) -> AutoencoderKL:
 
 def _single_file(load, path: Path, what: str, *, config: Path, dtype: torch.dtype, **kwargs):
     """diffusers' single-file loader `load` on `path`, with local configs only."""
+    options = {"config": str(config), "local_files_only": True, "torch_dtype": dtype}
+    return _guarded(path, what, load, str(path), **options, **kwargs)
+
+
+def _guarded(path: Path, what: str, load, *args, **kwargs):
+    """load(*args, **kwargs), a failure worded as one line naming `path`."""
     try:
-        return load(
-            str(path), config=str(config), local_files_only=True, torch_dtype=dtype, **kwargs
-        )
+        return load(*args, **kwargs)
     except _LOAD_ERRORS as error:
         reason = _line(error)
         if "meta tensor" in reason:
