@@ -10,11 +10,14 @@ from pathlib import Path
 
 import original_layout
 from safetensors.torch import save_file
+from tether_server.catalog import SD15_CONFIGS
 from tether_server.models import ModelSet
 
 
 def diffusers_folder(models: ModelSet, folder: Path) -> Path:
-    """A base model as `save_pretrained` writes one (no ControlNets)."""
+    """A base model as a pipeline's `save_pretrained` writes one (no ControlNets)."""
+    folder.mkdir(parents=True)
+    (folder / "model_index.json").write_text((SD15_CONFIGS / "model_index.json").read_text())
     models.unet.save_pretrained(folder / "unet")
     models.vae.save_pretrained(folder / "vae")
     models.text_encoder.save_pretrained(folder / "text_encoder")

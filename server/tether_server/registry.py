@@ -123,12 +123,14 @@ class ModelRegistry:
         return models
 
     def _make_room(self) -> None:
-        """Unload least recently used models until one more fits, freeing their memory
+        """Unload least recently used models until one more fits, their memory freed
         before the next one loads."""
+        if len(self._loaded) < self.max_loaded:
+            return
         while len(self._loaded) >= self.max_loaded:
             name, _ = self._loaded.popitem(last=False)
             log.info("unloaded model %s (--max-loaded %d)", name, self.max_loaded)
-        gc.collect()
+        gc.collect()  # modules can hold reference cycles
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
