@@ -104,21 +104,22 @@ class ModelRegistry:
     def load(self, name: str, controls: Iterable[str] = ()) -> ModelSet:
         """The model set `name` ("" = the default) with the ControlNets `controls` loaded,
         loading whatever is not yet. A file that fails to load is Internal for the client,
-        from the ModelConfigError that says why."""
+        raised from the ModelConfigError that names the file."""
         entry = self.base(name)
+        models = self._loaded.get(entry.name)
         try:
+            if models is None:
+                self._make_room()  # before anything new loads
             for control in controls:
                 if control not in self._controls:
                     self._controls[control] = self._timed(
                         load_control, self.control(control, "controls"), self.device, self.dtype
                     )
-            models = self._loaded.get(entry.name)
             if models is None:
-                self._make_room()
                 models = self._timed(load_base, entry, self._controls, self.device, self.dtype)
                 self._loaded[entry.name] = models
         except ModelConfigError as error:
-            raise Internal(f"model {entry.name!r} could not be loaded: {error}") from error
+            raise Internal(f"a model failed to load: {error}") from error
         self._loaded.move_to_end(entry.name)
         return models
 
