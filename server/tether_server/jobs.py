@@ -186,8 +186,8 @@ def live_job(config: tether_pb2.LiveConfig, frame: tether_pb2.LiveFrame, engine:
             "one image each, in order",
         )
     # 1. Settings, at the frame's size where the config leaves the size to the frame.
-    size = images.size(frame.image, "frame.image", MAX_INPUT_PIXELS)
-    job = _live_settings(config, size, engine)
+    frame_size = images.size(frame.image, "frame.image", MAX_INPUT_PIXELS)
+    job = _live_settings(config, frame_size, engine)
     orders = _map_orders(config.controls, "frame.controls")
     engine.check(job, max_steps=LIVE_MAX_STEPS)
     size = (job.width, job.height)
