@@ -35,6 +35,9 @@ def comfyui(tiny_models, tmp_path_factory) -> Path:
     model_files.diffusers_folder(tiny_models, root / "checkpoints" / "tiny_b")
     fake(root / "checkpoints" / "juggernautXL.safetensors", SDXL)
     (root / "checkpoints" / "old.ckpt").write_bytes(b"pickle")
+    xl = root / "checkpoints" / "sdxl-diffusers"
+    (xl / "unet").mkdir(parents=True)
+    (xl / "unet" / "config.json").write_text('{"addition_embed_type": "text_time"}')
     (root / "checkpoints" / "tiny_a.yaml").write_text("ignored")
     for kind, stem in [
         ("canny", "control_v11p_sd15_canny"),
@@ -91,9 +94,10 @@ def test_comfyui_layout(comfyui):
         "qr_monster.safetensors: its name does not tell what map it expects",
         'diff_control_sd15_canny_fp16.safetensors: a "difference" ControlNet',
         "badhands.pt: a pickle checkpoint",
+        "sdxl-diffusers: an SDXL model, not an SD 1.5 model as checkpoints/ needs",
     ]:
         assert line in left_out
-    assert len(found.left_out) == 5
+    assert len(found.left_out) == 6
     assert all("\n" not in line for line in found.left_out)
 
 

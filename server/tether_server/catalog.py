@@ -215,6 +215,10 @@ def _read_toml(file: Path, catalog: Catalog) -> None:
     for name, entry in tables["controls"].items():
         where = f"[controls.{name}]"
         kind = _string(file, f"{where} kind", entry["kind"]) if "kind" in entry else None
+        if kind is not None and kind not in CONTROL_KINDS:
+            raise ModelConfigError(
+                f"{file}: {where} kind must be one of {', '.join(CONTROL_KINDS)} (got {kind!r})"
+            )
         config_dir = _local(file, entry, "config", where) if "config" in entry else None
         _add(
             catalog,
@@ -316,7 +320,7 @@ def _base_entry(
         configs = path
     else:
         configs = None
-    family, size = _shape(name, configs, hub, where)
+    family, size = _shape(configs, hub, where)
     if vae is not None:
         if vae.is_file():
             checkpoints.check(vae, "vae", f"{where} vae")
@@ -347,10 +351,6 @@ def _control_entry(
                 f'[controls.NAME] table with kind = "{CONTROL_KINDS[0]}" (or '
                 f"{', '.join(CONTROL_KINDS[1:])})"
             )
-    if kind not in CONTROL_KINDS:
-        raise ModelConfigError(
-            f"{where} kind must be one of {', '.join(CONTROL_KINDS)} (got {kind!r})"
-        )
     return ControlEntry(name, kind, path, hub, config or SD15_CONFIGS / "controlnet")
 
 
@@ -373,13 +373,15 @@ def _check_diffusers_folder(folder: Path, marker: str, where: str) -> None:
         )
 
 
-def _shape(name: str, configs: Path | None, hub: str | None, where: str) -> tuple[str, int]:
+def _shape(configs: Path | None, hub: str | None, where: str) -> tuple[str, int]:
     """(family, default size) from a model's UNet and VAE configs, without its weights."""
-    if configs is not None:
-        unet = _read_json(configs / "unet" / "config.json", where)
-        vae = _read_json(configs / "vae" / "config.json", where)
-    else:
-        unet, vae = (_hub_json(hub, f"{part}/config.json", where) for part in ("unet", "vae"))
+
+    def part(name: str) -> dict:
+        if configs is not None:
+            return _read_json(configs / name / "config.json", where)
+        return _hub_json(hub, f"{name}/config.json", where)
+
+    unet = part("unet")
     problem = None
     if unet.get("addition_embed_type") == "text_time":
         problem = "an SDXL model"
@@ -388,8 +390,11 @@ def _shape(name: str, configs: Path | None, hub: str | None, where: str) -> tupl
     elif unet.get("in_channels") != 4:
         problem = f"a model with a {unet.get('in_channels')}-channel UNet (SD 1.5's has 4)"
     if problem:
-        raise ModelConfigError(f"{where} {name}: {problem}; Tether runs SD 1.5-family models")
-    scale = 2 ** (len(vae["block_out_channels"]) - 1)
+        raise ModelConfigError(
+            f"{configs or hub}: {problem}, not an SD 1.5 model as {where} needs; Tether runs "
+            "SD 1.5-family models"
+        )
+    scale = 2 ** (len(part("vae")["block_out_channels"]) - 1)
     return "sd15", unet["sample_size"] * scale
 
 
