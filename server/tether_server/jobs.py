@@ -43,8 +43,7 @@ from tether._proto.tether.v1 import image_pb2, tether_pb2
 
 from . import images, preprocess, resize, schedulers
 from .engine import ControlInput, Engine, Job
-from .errors import NotFound, invalid, shown
-from .models import ModelSet
+from .errors import invalid
 
 # Images a request brings may be larger than outputs (hosts send their full buffers);
 # past this an image is refused before it is decoded.
@@ -123,15 +122,15 @@ def generate_job(
     """GenerateRequest -> a checked engine Job with its images made (steps 1-4 above).
     `check_room` raises if the queue is full: called once the request is known to be
     valid (a retry could succeed) and before anything is decoded (no work is wasted)."""
-    models = engine.models
-    check_model(models, request.model)
+    base = engine.registry.base(request.model)
     # 1. Settings.
     job = _settings(
         request,
         GENERATE,
-        request.width or models.default_size,
-        request.height or models.default_size,
+        request.width or base.default_size,
+        request.height or base.default_size,
     )
+    job.model = base.name
     job.seed = request.seed if request.HasField("seed") else secrets.randbits(32)
     job.preview = _converted(
         PREVIEW_MODES, tether_pb2.PreviewMode, request.preview.mode, "preview.mode"
@@ -171,10 +170,10 @@ def generate_job(
 def check_live_config(config: tether_pb2.LiveConfig, engine: Engine) -> None:
     """What can be checked before a frame arrives: the config's settings, with the
     smallest frame (8 pixels) standing in for a dimension the frames decide."""
-    check_model(engine.models, config.model)
+    engine.registry.base(config.model)
     check_format(config.output_format, "output_format")
     _map_orders(config.controls, "controls")
-    engine.check(_live_settings(config, (8, 8)), max_steps=LIVE_MAX_STEPS)
+    engine.check(_live_settings(config, (8, 8), engine), max_steps=LIVE_MAX_STEPS)
 
 
 def live_job(config: tether_pb2.LiveConfig, frame: tether_pb2.LiveFrame, engine: Engine) -> Job:
@@ -187,7 +186,8 @@ def live_job(config: tether_pb2.LiveConfig, frame: tether_pb2.LiveFrame, engine:
             "one image each, in order",
         )
     # 1. Settings, at the frame's size where the config leaves the size to the frame.
-    job = _live_settings(config, images.size(frame.image, "frame.image", MAX_INPUT_PIXELS))
+    frame_size = images.size(frame.image, "frame.image", MAX_INPUT_PIXELS)
+    job = _live_settings(config, frame_size, engine)
     orders = _map_orders(config.controls, "frame.controls")
     engine.check(job, max_steps=LIVE_MAX_STEPS)
     size = (job.width, job.height)
@@ -223,12 +223,6 @@ def preprocess_map(request: tether_pb2.PreprocessRequest, engine: Engine) -> np.
         check_format(request.format, "format", size)
         _check_fit(unit.image, "control.image", size, order.resize)
     return _made_map(unit.image, order, kind, size)
-
-
-def check_model(models: ModelSet, name: str) -> None:
-    """An empty name means the server's default model."""
-    if name and name != models.name:
-        raise NotFound(f"model: no model {shown(name)}; this server has {models.name!r}")
 
 
 def check_format(fmt: int, field: str, size: tuple[int, int] | None = None) -> None:
@@ -271,8 +265,11 @@ def _settings(
     )
 
 
-def _live_settings(config: tether_pb2.LiveConfig, frame_size: tuple[int, int]) -> Job:
+def _live_settings(
+    config: tether_pb2.LiveConfig, frame_size: tuple[int, int], engine: Engine
+) -> Job:
     job = _settings(config, LIVE, config.width or frame_size[0], config.height or frame_size[1])
+    job.model = engine.registry.base(config.model).name
     job.seed = config.seed
     _add_controls(job, config.controls)
     return job
