@@ -1,12 +1,14 @@
 """The `tether` command: serve, generate, models, info, bridge.
 
     tether serve                                   # embedded tiny model on 127.0.0.1:50051
+    tether serve --models-dir ~/ComfyUI/models     # the models of a ComfyUI or A1111 install
     tether generate "a castle" --control depth=depth.png@0.8 --control canny=edges.png \\
-        --steps 20 --seed 1 -o out.png --previews frames/
+        --steps 20 --seed 1 -o out.png --previews frames/ --model dreamshaper_8
     tether models
     tether info
 
-Errors print one line and exit with status 1 (2 for a mistyped command line; Ctrl-C
+Errors print one line and exit with status 1 (2 for a mistyped command line, and for
+`serve` a models file or folder it cannot serve; Ctrl-C
 cancels the job on the server, prints `tether: cancelled` and exits with 130). `serve`
 needs the server extra (`pip install 'tether[server]'`); everything else needs only the SDK.
 """
@@ -138,6 +140,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--negative", default="", help="negative prompt")
     gen.add_argument(
+        "--model", help="base model, see `tether models` (default: the server's first)"
+    )
+    gen.add_argument(
         "--control",
         action="append",
         default=[],
@@ -193,7 +198,26 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     serve = command("serve", "run the server (needs tether[server])")
-    serve.add_argument("--models", type=Path, help="TOML file of models (default: embedded tiny)")
+    serve.add_argument(
+        "--models",
+        type=Path,
+        metavar="FILE",
+        help="TOML file of models (without it and --models-dir: the embedded tiny model)",
+    )
+    serve.add_argument(
+        "--models-dir",
+        type=Path,
+        metavar="DIR",
+        help="a ComfyUI or A1111 models folder (checkpoints/, controlnet/, loras/, "
+        "embeddings/ or Stable-diffusion/, ControlNet/, Lora/, embeddings/)",
+    )
+    serve.add_argument(
+        "--max-loaded",
+        type=int,
+        default=1,
+        metavar="N",
+        help="base models kept loaded; one more unloads the least recently used",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=50051, help="port (0: any free port)")
     serve.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
@@ -264,6 +288,7 @@ def _generate(args: argparse.Namespace) -> int:
         stream = client.stream(
             args.prompt,
             negative_prompt=args.negative,
+            model=args.model,
             controls=args.control,
             seed=args.seed,
             steps=args.steps,
@@ -372,10 +397,10 @@ class _ProgressBar:
 def _models(args: argparse.Namespace) -> int:
     with _client(args) as client:
         listing = client.models()
-    for model in listing.models:
+    for i, model in enumerate(listing.models):
         print(
             f"model    {model.name} ({model.family}, {model.default_width}x"
-            f"{model.default_height} by default)"
+            f"{model.default_height} by default){' [default]' if i == 0 else ''}"
         )
     for control in listing.controls:
         print(f"control  {control.name} ({control.kind})")

@@ -3,7 +3,8 @@
 A model may name a tiny autoencoder (TAESD, diffusers' AutoencoderTiny: `taesd = PATH` in
 its TOML entry). It encodes and decodes in a few milliseconds where the VAE takes tens, at
 softer detail, in the same latent space. When the model has one:
-- live frames are encoded and decoded with it (`Job.autoencoder = "tiny"`);
+- live frames are encoded and decoded with it (`Job.autoencoder = "tiny"`, which falls
+  back to the VAE for a model without one);
 - `full` previews decode the predicted clean latent with it: full-size previews every step
   at almost no cost (without one, a full preview is a VAE decode);
 - Generate's final images use it only when the server runs with `--taesd-final`.
@@ -20,9 +21,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, AutoencoderTiny
 
-from .errors import ModelConfigError
-
-if TYPE_CHECKING:  # models.py loads the TAESD a TOML entry names with `load_taesd`
+if TYPE_CHECKING:
     from .models import ModelSet
 
 AUTOENCODERS = ("full", "tiny")
@@ -37,20 +36,9 @@ LATENT_RGB = [
 ]
 
 
-def load_taesd(path: str, dtype: torch.dtype) -> AutoencoderTiny:
-    """A tiny autoencoder from a local diffusers folder or a hub id (safetensors only),
-    e.g. madebyollin/taesd for SD 1.5."""
-    try:
-        taesd = AutoencoderTiny.from_pretrained(path, use_safetensors=True, torch_dtype=dtype)
-    except (OSError, ValueError) as error:
-        raise ModelConfigError(f"{path}: cannot load AutoencoderTiny: {error}") from error
-    return taesd.eval().requires_grad_(False)
-
-
 def chosen(models: ModelSet, autoencoder: str) -> AutoencoderKL | AutoencoderTiny:
-    """The VAE, or for "tiny" the model's TAESD (the request layer asks for it only when
-    the model has one)."""
-    return models.taesd if autoencoder == "tiny" else models.vae
+    """For "tiny" the model's TAESD where it has one, else its VAE."""
+    return models.taesd if autoencoder == "tiny" and models.taesd is not None else models.vae
 
 
 def encode(

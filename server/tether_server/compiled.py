@@ -97,6 +97,7 @@ class Fast:
         self.mode = mode
         self.compile_s = 0.0  # time spent capturing or compiling buckets
         self._buckets: dict[tuple, Callable[[list], torch.Tensor]] = {}
+        self._models: object = None  # the model set the buckets were captured for
         self._channels_last: set[int] = set()
         self._run_unet, self._run_controlnet = unet_forward, controlnet.forward
         if mode == "compile":
@@ -117,6 +118,14 @@ class Fast:
     def reset(self) -> None:
         """Forget every captured bucket (they are captured again on next use)."""
         self._buckets.clear()
+
+    def use(self, models: object) -> None:
+        """The engine runs on the model set `models` now. Switching models forgets the other
+        one's buckets: they hold its networks, which the registry may be unloading, and
+        bucket keys name networks by id, which a freed network's successor can reuse."""
+        if models is not self._models:
+            self.reset()
+            self._models = models
 
     def step(self, unet, units, step, total, sample, t, context, cond) -> torch.Tensor | None:
         """The engine loop's noise prediction for step `step` of `total` over `units`

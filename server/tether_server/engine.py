@@ -29,8 +29,10 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from . import autoencoders, compiled, controlnet, schedulers
-from .errors import NotFound, invalid, shown
-from .models import ControlNet, ModelSet
+from .catalog import ControlEntry
+from .errors import invalid, shown
+from .models import ModelSet
+from .registry import ModelRegistry
 
 if TYPE_CHECKING:
     from .stream import StreamBatch
@@ -66,6 +68,7 @@ class Job:
 
     prompt: str
     negative_prompt: str = ""
+    model: str = ""  # a base model name from the registry; "": its default
     seed: int = 0
     steps: int
     guidance_scale: float
@@ -124,11 +127,11 @@ class _Unit:
 
 
 class Engine:
-    """Runs jobs on one model set. Not thread-safe: one thread calls `run`."""
+    """Runs jobs on a registry's models (or one model set). Not thread-safe: one thread runs."""
 
     def __init__(
         self,
-        models: ModelSet,
+        models: ModelSet | ModelRegistry,
         *,
         max_pixels: int = 1024 * 1024,
         max_steps: int = 150,
@@ -138,13 +141,14 @@ class Engine:
         taesd_final: bool = False,  # Generate decodes with the model's TAESD too
         stream_batch: bool = False,  # live sessions run stream batches (`stream`)
     ) -> None:
-        self.models = models
+        registry = self.registry = ModelRegistry.of(models)
+        self.models = registry.last_used()  # the running batch's, set by `run`
         self.max_pixels = max_pixels
         self.max_steps = max_steps
         self.max_controls = max_controls
-        self._prompt_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._prompt_cache: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
         self._prompt_cache_size = prompt_cache_size
-        self.fast = compiled.Fast(models.device, fast) if fast else None
+        self.fast = compiled.Fast(registry.device, fast) if fast else None
         self.taesd_final = taesd_final
         self.stream_batch = stream_batch
 
@@ -177,7 +181,7 @@ class Engine:
                 f"unknown scheduler {shown(job.scheduler)}; use one of "
                 f"{', '.join(schedulers.SCHEDULERS)}",
             )
-        schedulers.check_steps(job.scheduler, job.steps, self.models.scheduler_config)
+        schedulers.check_steps(job.scheduler, job.steps)
         if job.preview not in PREVIEW_MODES:
             raise invalid("preview", f"must be one of {', '.join(PREVIEW_MODES)}")
         if job.preview_every < 1:
@@ -240,19 +244,15 @@ class Engine:
                 f"{self.max_pixels} (e.g. {_square(self.max_pixels)})",
             )
 
-    def control_model(self, name: str, where: str) -> ControlNet:
-        """The control model `name`, or NotFound naming the unit (`where`)."""
-        if name not in self.models.controls:
-            raise NotFound(
-                f"{where}.model: no control model {shown(name)}; this server has "
-                f"{', '.join(self.models.controls) or 'none'}"
-            )
-        return self.models.controls[name]
+    def control_model(self, name: str, where: str) -> ControlEntry:
+        """The control model `name` (its kind), or NotFound naming the unit (`where`)."""
+        return self.registry.control(name, where)
 
     @staticmethod
     def batch_key(job: Job) -> tuple:
         """Jobs with equal keys can share one denoising loop."""
         return (
+            job.model,
             job.width,
             job.height,
             job.steps,
@@ -274,11 +274,15 @@ class Engine:
 
         Returns one Output per job, None for a job cancelled before it finished.
         """
-        if jobs[0].stream is not None:
-            return [job.stream.advance(self, job) for job in jobs]
-        models = self.models
-        device, dtype = models.device, models.dtype
         first = jobs[0]
+        # 0. The jobs' model, loaded if need be; the last one let go so that unloading frees it.
+        self.models = None
+        models = self.models = self.registry.load(first.model, [u.model for u in first.controls])
+        if self.fast is not None:
+            self.fast.use(models)
+        if first.stream is not None:
+            return [job.stream.advance(self, job) for job in jobs]
+        device, dtype = models.device, models.dtype
         batch = len(jobs)
         # An LCM-distilled UNet takes the guidance scale as an embedding instead of CFG.
         cond = schedulers.guidance_embedding(
@@ -398,9 +402,10 @@ class Engine:
 
     def _encode(self, prompt: str) -> torch.Tensor:
         """Prompt -> CLIP hidden states (1, 77, dim), as diffusers' encode_prompt, cached."""
-        cached = self._prompt_cache.get(prompt)
+        key = (self.models.name, prompt)
+        cached = self._prompt_cache.get(key)
         if cached is not None:
-            self._prompt_cache.move_to_end(prompt)
+            self._prompt_cache.move_to_end(key)
             return cached
         tokenizer, encoder = self.models.tokenizer, self.models.text_encoder
         ids = tokenizer(
@@ -412,7 +417,7 @@ class Engine:
         ).input_ids
         embeds = encoder(ids.to(encoder.device), attention_mask=None)[0]
         embeds = embeds.to(dtype=encoder.dtype)
-        self._prompt_cache[prompt] = embeds
+        self._prompt_cache[key] = embeds
         if len(self._prompt_cache) > self._prompt_cache_size:
             self._prompt_cache.popitem(last=False)
         return embeds

@@ -44,8 +44,7 @@ from tether._proto.tether.v1 import image_pb2, tether_pb2
 
 from . import images, preprocess, resize, schedulers
 from .engine import ControlInput, Engine, Job
-from .errors import NotFound, invalid, shown
-from .models import ModelSet
+from .errors import invalid
 
 # Images a request brings may be larger than outputs (hosts send their full buffers);
 # past this an image is refused before it is decoded.
@@ -128,21 +127,21 @@ def generate_job(
     """GenerateRequest -> a checked engine Job with its images made (steps 1-4 above).
     `check_room` raises if the queue is full: called once the request is known to be
     valid (a retry could succeed) and before anything is decoded (no work is wasted)."""
-    models = engine.models
-    check_model(models, request.model)
+    base = engine.registry.base(request.model)
     # 1. Settings.
     job = _settings(
         request,
         GENERATE,
-        request.width or models.default_size,
-        request.height or models.default_size,
+        request.width or base.default_size,
+        request.height or base.default_size,
     )
+    job.model = base.name
     job.seed = request.seed if request.HasField("seed") else secrets.randbits(32)
     job.preview = _converted(
         PREVIEW_MODES, tether_pb2.PreviewMode, request.preview.mode, "preview.mode"
     )
     job.preview_every = max(request.preview.every, 1)
-    if engine.taesd_final and models.taesd is not None:
+    if engine.taesd_final:
         job.autoencoder = "tiny"
     if request.HasField("strength") and not request.HasField("init_image"):
         raise invalid("strength", "only applies with init_image (img2img)")
@@ -178,10 +177,10 @@ def generate_job(
 def check_live_config(config: tether_pb2.LiveConfig, engine: Engine) -> None:
     """What can be checked before a frame arrives: the config's settings, with the
     smallest frame (8 pixels) standing in for a dimension the frames decide."""
-    check_model(engine.models, config.model)
+    engine.registry.base(config.model)
     check_format(config.output_format, "output_format")
     _map_orders(config.controls, "controls")
-    engine.check(_live_settings(config, (8, 8)), max_steps=LIVE_MAX_STEPS)
+    engine.check(_live_settings(config, (8, 8), engine), max_steps=LIVE_MAX_STEPS)
 
 
 def live_job(config: tether_pb2.LiveConfig, frame: tether_pb2.LiveFrame, engine: Engine) -> Job:
@@ -194,7 +193,8 @@ def live_job(config: tether_pb2.LiveConfig, frame: tether_pb2.LiveFrame, engine:
             "one image each, in order",
         )
     # 1. Settings, at the frame's size where the config leaves the size to the frame.
-    job = _live_settings(config, images.size(frame.image, "frame.image", MAX_INPUT_PIXELS))
+    frame_size = images.size(frame.image, "frame.image", MAX_INPUT_PIXELS)
+    job = _live_settings(config, frame_size, engine)
     orders = _map_orders(config.controls, "frame.controls")
     engine.check(job, max_steps=LIVE_MAX_STEPS)
     size = (job.width, job.height)
@@ -206,8 +206,7 @@ def live_job(config: tether_pb2.LiveConfig, frame: tether_pb2.LiveFrame, engine:
     # 3. The colour image.
     colour = images.decode(frame.image, "frame.image", MAX_INPUT_PIXELS)
     job.init_image = resize.fit(images.to_rgb(colour, "frame.image"), *size, "crop", "photo")
-    if engine.models.taesd is not None:  # live frames: the tiny autoencoder (autoencoders)
-        job.autoencoder = "tiny"
+    job.autoencoder = "tiny"  # live frames: the model's TAESD where it has one
     engine.check(job, max_steps=LIVE_MAX_STEPS)
     # 4. The control maps.
     _make_maps(job, frame.controls, orders, engine)
@@ -232,12 +231,6 @@ def preprocess_map(request: tether_pb2.PreprocessRequest, engine: Engine) -> np.
         check_format(request.format, "format", size)
         _check_fit(unit.image, "control.image", size, order.resize)
     return _made_map(unit.image, order, kind, size)
-
-
-def check_model(models: ModelSet, name: str) -> None:
-    """An empty name means the server's default model."""
-    if name and name != models.name:
-        raise NotFound(f"model: no model {shown(name)}; this server has {models.name!r}")
 
 
 def check_format(fmt: int, field: str, size: tuple[int, int] | None = None) -> None:
@@ -282,8 +275,11 @@ def _settings(
     )
 
 
-def _live_settings(config: tether_pb2.LiveConfig, frame_size: tuple[int, int]) -> Job:
+def _live_settings(
+    config: tether_pb2.LiveConfig, frame_size: tuple[int, int], engine: Engine
+) -> Job:
     job = _settings(config, LIVE, config.width or frame_size[0], config.height or frame_size[1])
+    job.model = engine.registry.base(config.model).name
     job.seed = config.seed
     _add_controls(job, config.controls)
     return job

@@ -54,12 +54,12 @@ def eta(name: str) -> float:
     return ETA.get(name, 0.0)
 
 
-def check_steps(name: str, steps: int, config: dict) -> None:
+def check_steps(name: str, steps: int) -> None:
     """LCM and TCD pick their steps from a fixed schedule of `original_inference_steps`
-    (50 unless the model's config says otherwise); diffusers raises past it."""
+    (50, diffusers' default and what LCM checkpoints ship); diffusers raises past it."""
     if name not in FEW_STEP:
         return
-    limit = create(name, config).config.original_inference_steps
+    limit = SCHEDULERS[name][0]().config.original_inference_steps
     if steps > limit:
         raise invalid(
             "steps",

@@ -1,9 +1,12 @@
 """`tether serve`: the gRPC server process.
 
-1. Listen at once, with health NOT_SERVING and Tether answering UNAVAILABLE.
-2. Load the models (embedded tiny, or a TOML file) and warm them up on the engine thread.
-3. Health SERVING: jobs flow.
-4. On SIGTERM or Ctrl-C: health NOT_SERVING, stop taking calls, let running jobs finish
+1. Read and check the models file and folder (`catalog`): a bad one is one line and exit
+   status 2, before any port is bound.
+2. Listen, with health NOT_SERVING and Tether answering UNAVAILABLE.
+3. Load the default model (embedded tiny, or the catalog's first; the others load on first
+   use) and warm it up on the engine thread.
+4. Health SERVING: jobs flow.
+5. On SIGTERM or Ctrl-C: health NOT_SERVING, stop taking calls, let running jobs finish
    (up to --drain-seconds), then exit.
 """
 
@@ -24,10 +27,12 @@ from grpc_reflection.v1alpha import reflection
 from tether import connection
 from tether._proto.tether.v1 import tether_pb2, tether_pb2_grpc
 
+from . import catalog as catalogs
 from . import jobs
 from . import models as model_sets
 from .engine import MAX_CONTROLS, ControlInput, Engine, Job
-from .errors import ModelConfigError
+from .errors import Internal, ModelConfigError
+from .registry import ModelRegistry
 from .service import TetherService
 from .worker import Worker
 
@@ -45,7 +50,7 @@ def check_arguments(args: argparse.Namespace) -> str | None:
             f"refusing to listen on {args.host} without --token or --tls-cert/--tls-key: "
             "anyone on the network could use the GPU; pass --insecure to do it anyway"
         )
-    for name in ("max_queue", "max_batch", "max_pixels", "max_steps"):
+    for name in ("max_queue", "max_batch", "max_pixels", "max_steps", "max_loaded"):
         if getattr(args, name) < 1:
             return f"--{name.replace('_', '-')} must be at least 1"
     device = torch.device(args.device or model_sets.default_device())
@@ -87,12 +92,28 @@ class TokenAuth(grpc.aio.ServerInterceptor):
         )
 
 
-def load_models(args: argparse.Namespace) -> model_sets.ModelSet:
-    dtype = DTYPES[args.dtype] if args.dtype else None
-    if args.models:
-        return model_sets.load(args.models, device=args.device, dtype=dtype)
+def read_catalog(args: argparse.Namespace) -> catalogs.Catalog | None:
+    """The models of --models and --models-dir, checked; None: the embedded tiny model."""
+    if args.models is None and args.models_dir is None:
+        return None
+    catalog = catalogs.read(args.models, args.models_dir)
+    for line in catalog.left_out:
+        log.warning("left out %s", line)
+    return catalog
+
+
+def load_registry(args: argparse.Namespace, catalog: catalogs.Catalog | None) -> ModelRegistry:
+    """The server's models, the default one loaded (ModelConfigError if it cannot be)."""
     device = args.device or model_sets.default_device()
-    return model_sets.tiny().to(device, dtype or model_sets.default_dtype(device))
+    dtype = DTYPES[args.dtype] if args.dtype else model_sets.default_dtype(device)
+    if catalog is None:
+        return ModelRegistry.of(model_sets.tiny().to(device, dtype))
+    registry = ModelRegistry(catalog, device=device, dtype=dtype, max_loaded=args.max_loaded)
+    try:
+        registry.load(registry.default)
+    except Internal as error:  # what a client would be told; the server says why and stops
+        raise error.__cause__ from None
+    return registry
 
 
 def warm_up(engine: Engine) -> None:
@@ -117,7 +138,7 @@ def warm_up(engine: Engine) -> None:
         engine.fast = fast
 
 
-async def serve(args: argparse.Namespace) -> None:
+async def serve(args: argparse.Namespace, catalog: catalogs.Catalog | None) -> None:
     limits = tether_pb2.Limits(
         max_pixels=args.max_pixels,
         max_steps=args.max_steps,
@@ -156,9 +177,13 @@ async def serve(args: argparse.Namespace) -> None:
     log.info("listening on %s:%d, loading models", args.host, port)
 
     # 1. Models load and warm up off the event loop, which keeps answering health checks.
-    models = await asyncio.to_thread(load_models, args)
+    try:
+        registry = await asyncio.to_thread(load_registry, args, catalog)
+    except BaseException:
+        await server.stop(None)  # else the server's finaliser complains after the loop closed
+        raise
     engine = Engine(
-        models,
+        registry,
         max_pixels=args.max_pixels,
         max_steps=args.max_steps,
         fast=args.fast,
@@ -171,7 +196,9 @@ async def serve(args: argparse.Namespace) -> None:
     service.ready(worker)
     for name in ("", SERVICE_NAME):
         await health_service.set(name, health_pb2.HealthCheckResponse.SERVING)
-    print(f"tether: serving {models.name} on {args.host}:{port}", file=sys.stderr, flush=True)
+    others = len(registry.catalog.models) - 1
+    served = registry.default + (f" and {others} more model(s)" if others else "")
+    print(f"tether: serving {served} on {args.host}:{port}", file=sys.stderr, flush=True)
 
     # 2. Serve until SIGTERM / SIGINT, then drain.
     stop = asyncio.Event()
@@ -194,10 +221,11 @@ def main(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
-        asyncio.run(serve(args))
+        catalog = read_catalog(args)
+        asyncio.run(serve(args, catalog))
     except ModelConfigError as error:
         print(f"tether serve: {error}", file=sys.stderr)
-        return 1
+        return 2
     except (OSError, RuntimeError) as error:  # grpc raises RuntimeError when a port is taken
         print(f"tether serve: {error}", file=sys.stderr)
         return 1

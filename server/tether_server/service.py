@@ -111,18 +111,19 @@ class TetherService(tether_pb2_grpc.TetherServicer):
         self, request: tether_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> tether_pb2.ListModelsResponse:
         worker = await self._worker_or_abort(context)
-        models = worker.engine.models
+        catalog = worker.engine.registry.catalog
         return tether_pb2.ListModelsResponse(
             models=[
                 tether_pb2.BaseModel(
-                    name=models.name,
-                    family=models.family,
-                    default_width=models.default_size,
-                    default_height=models.default_size,
+                    name=m.name,
+                    family=m.family,
+                    default_width=m.default_size,
+                    default_height=m.default_size,
                 )
+                for m in catalog.models.values()
             ],
             controls=[
-                tether_pb2.ControlModel(name=c.name, kind=c.kind) for c in models.controls.values()
+                tether_pb2.ControlModel(name=c.name, kind=c.kind) for c in catalog.controls.values()
             ],
             schedulers=list(schedulers.SCHEDULERS),
             limits=self.limits,
@@ -132,11 +133,11 @@ class TetherService(tether_pb2_grpc.TetherServicer):
         self, request: tether_pb2.GetServerInfoRequest, context: grpc.aio.ServicerContext
     ) -> tether_pb2.ServerInfo:
         worker = await self._worker_or_abort(context)
-        models = worker.engine.models
+        registry = worker.engine.registry
         return tether_pb2.ServerInfo(
             version=__version__,
-            device=str(models.device),
-            dtype=str(models.dtype).removeprefix("torch."),
+            device=str(registry.device),
+            dtype=str(registry.dtype).removeprefix("torch."),
             limits=self.limits,
             live_sessions=self.live_sessions,
         )

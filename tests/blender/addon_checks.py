@@ -31,7 +31,7 @@ import bpy
 import map_checks
 import numpy as np
 import tether
-from scene_geometry import WIDTH, build_scene, image_pixels, select_only, snapshot
+from scene_geometry import WIDTH, build_scene, changes, image_pixels, select_only, snapshot
 
 ADDON = "tether_blender"
 
@@ -184,7 +184,13 @@ def check_registration() -> dict[str, Any]:
         return {
             "operators": sorted(
                 name
-                for name in ("generate", "cancel", "refresh_models", "project_result")
+                for name in (
+                    "generate",
+                    "bake_texture",
+                    "cancel",
+                    "refresh_models",
+                    "project_result",
+                )
                 if hasattr(bpy.types, f"TETHER_OT_{name}")
             ),
             "scene_property": hasattr(bpy.types.Scene, "tether"),
@@ -315,7 +321,7 @@ def check_saved(recorder: StreamRecorder, folder: Path) -> dict[str, Any]:
     renders: list[dict[str, Any]] = []
 
     def render_passes(*args: Any, **options: Any) -> Any:
-        renders.append(options)
+        renders.append({**options, "camera": options["camera"].name})
         return original(*args, **options)
 
     plan.render_passes = render_passes
@@ -400,11 +406,7 @@ def check_faults(args: argparse.Namespace, prefs: Any) -> dict[str, Any]:
         error = generate_expecting_error()
         after = snapshot()
         undo()
-        cases[name] = {
-            "error": error,
-            "unchanged": before == after,
-            "changed": [key for key in before if before[key] != after.get(key)],
-        }
+        cases[name] = {"error": error, **changes(before, after)}
 
     camera = scene.camera
     case(

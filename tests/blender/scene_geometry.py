@@ -5,6 +5,7 @@ Generate must leave as it was. Runs in Blender (the ``bpy`` module)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import bpy
@@ -112,31 +113,47 @@ def ray_cast_pixels(
     planar depth along the view axis (NaN = nothing), and the world-space normal the
     Normal pass should hold: analytic for the smooth sphere, the face normal for the cube."""
     depsgraph = bpy.context.evaluated_depsgraph_get()
-    top_right, _bottom_right, bottom_left, top_left = camera.data.view_frame(scene=scene)
-    rotation = camera.matrix_world.to_3x3()
     origin = camera.matrix_world.translation
-    forward = (rotation @ Vector((0.0, 0.0, -1.0))).normalized()
+    forward = (camera.matrix_world.to_3x3() @ Vector((0.0, 0.0, -1.0))).normalized()
     ids = np.full((HEIGHT, WIDTH), -1, dtype=np.int32)
     depth = np.full((HEIGHT, WIDTH), np.nan, dtype=np.float64)
     normal = np.zeros((HEIGHT, WIDTH, 3), dtype=np.float64)
-    for row in range(HEIGHT):
-        for col in range(WIDTH):
+    for row, col, direction in pixel_rays(scene, camera, WIDTH, HEIGHT):
+        hit, location, face_normal, _, obj, _ = scene.ray_cast(depsgraph, origin, direction)
+        if not hit:
+            continue
+        ids[row, col] = 0 if obj.name == "Sphere" else 1
+        depth[row, col] = (location - origin).dot(forward)
+        if obj.name == "Sphere":
+            normal[row, col] = (location - SPHERE_CENTRE).normalized()
+        else:
+            normal[row, col] = face_normal
+    return ids, depth, normal
+
+
+def pixel_rays(
+    scene: bpy.types.Scene, camera: bpy.types.Object, width: int, height: int
+) -> Iterator[tuple[int, int, Vector]]:
+    """(row, column, world-space direction) of the ray from the camera through each pixel
+    centre of a width x height render, top row first."""
+    top_right, _bottom_right, bottom_left, top_left = camera.data.view_frame(scene=scene)
+    rotation = camera.matrix_world.to_3x3()
+    for row in range(height):
+        for column in range(width):
             point = (
                 top_left
-                + (top_right - top_left) * ((col + 0.5) / WIDTH)
-                + (bottom_left - top_left) * ((row + 0.5) / HEIGHT)
+                + (top_right - top_left) * ((column + 0.5) / width)
+                + (bottom_left - top_left) * ((row + 0.5) / height)
             )
-            direction = (rotation @ point).normalized()
-            hit, location, face_normal, _, obj, _ = scene.ray_cast(depsgraph, origin, direction)
-            if not hit:
-                continue
-            ids[row, col] = 0 if obj.name == "Sphere" else 1
-            depth[row, col] = (location - origin).dot(forward)
-            if obj.name == "Sphere":
-                normal[row, col] = (location - SPHERE_CENTRE).normalized()
-            else:
-                normal[row, col] = face_normal
-    return ids, depth, normal
+            yield row, column, (rotation @ point).normalized()
+
+
+def changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """How two `snapshot`s compare: whether they are equal, and the keys that differ."""
+    return {
+        "unchanged": before == after,
+        "changed": [key for key in before if before[key] != after.get(key)],
+    }
 
 
 def silhouette(ids: np.ndarray) -> np.ndarray:
