@@ -9,13 +9,16 @@
 
 from __future__ import annotations
 
-import json
+import sys
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, AutoencoderTiny, ControlNetModel, UNet2DConditionModel
-from tether_server import models
 from transformers import CLIPTextConfig, CLIPTextModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import model_files  # noqa: E402
+from tether_server import models  # noqa: E402
 
 UNITS = ("canny", "depth", "normal")
 
@@ -81,18 +84,10 @@ def random_taesd(full_size: bool, seed: int = 0) -> AutoencoderTiny:
 
 
 def save(model_set: models.ModelSet, folder: Path) -> Path:
-    """`model_set` as diffusers folders under `folder` (safetensors, its dtype) and the
-    TOML naming them; returns the TOML's path."""
-    base = folder / "base"
-    model_set.unet.save_pretrained(base / "unet")
-    model_set.vae.save_pretrained(base / "vae")
-    model_set.text_encoder.save_pretrained(base / "text_encoder")
-    model_set.tokenizer.save_pretrained(base / "tokenizer")
-    (base / "scheduler").mkdir(parents=True, exist_ok=True)
-    (base / "scheduler" / "scheduler_config.json").write_text(
-        json.dumps({"_class_name": "DDIMScheduler", **model_set.scheduler_config})
-    )
-    lines = [f'name = "{model_set.name}"', "[base]", 'path = "base"']
+    """`model_set` written under `folder` (diffusers folders, its dtype) with the models
+    TOML that `tether serve --models` reads; returns the TOML's path."""
+    model_files.diffusers_folder(model_set, folder / "base")
+    lines = [f"[models.{model_set.name}]", 'path = "base"']
     if model_set.taesd is not None:
         model_set.taesd.save_pretrained(folder / "taesd")
         lines.append('taesd = "taesd"')
