@@ -101,6 +101,7 @@ class Output:
     denoise_ms: float
     decode_ms: float
     batch_size: int
+    steps: int  # denoising steps run (img2img runs steps x strength)
 
 
 @dataclass
@@ -377,6 +378,7 @@ class Engine:
                 denoise_ms=(denoised - prepared) * 1000,
                 decode_ms=(finished - denoised) * 1000,
                 batch_size=batch,
+                steps=total,
             )
         return outputs
 
