@@ -15,7 +15,9 @@ the other, --rounds times (after a warm-up request each), so that both see the s
 Reported per setting and server, as medians: wall time per request on the client (`ms`;
 `ratio` = workers / in-process, target <= 1.05 on the CPU), the step time the engine
 reports (denoise_ms / steps), and the serving overhead (the wall time less the engine's
-prepare, denoise and decode: gRPC, request conversion, the hop, encoding).
+prepare, denoise and decode: gRPC, request conversion, the hop, encoding); and the
+fastest wall time of each, whose ratio (`ratio_min`) other load on the machine disturbs
+least.
 `busy_front` repeats one setting while --pollers threads call GetServerInfo without pause:
 in-process, that work shares the interpreter lock with the denoising loop; with workers it
 runs in the front's own process. Prints one JSON object.
@@ -88,12 +90,15 @@ def timed(client: tether.Client, settings: dict) -> dict[str, float]:
 
 
 def summary(samples: dict[str, list[dict[str, float]]]) -> dict[str, float]:
-    """Medians per server, and the ratio of the wall times (workers / in-process)."""
+    """Medians per server, the fastest wall time (the least disturbed by other load on the
+    machine), and the ratios of both (workers / in-process)."""
     row = {}
     for name, runs in samples.items():
         for key in runs[0]:
             row[f"{name}_{key}"] = round(statistics.median(run[key] for run in runs), 2)
+        row[f"{name}_min_ms"] = round(min(run["ms"] for run in runs), 2)
     row["ratio"] = round(row["workers_ms"] / row["in_process_ms"], 3)
+    row["ratio_min"] = round(row["workers_min_ms"] / row["in_process_min_ms"], 3)
     return row
 
 
@@ -190,6 +195,7 @@ def main() -> None:
                 "rounds": args.rounds,
                 "ratio_median": round(statistics.median(ratios), 3),
                 "ratio_max": max(ratios),
+                "ratio_min_median": round(statistics.median(r["ratio_min"] for r in rows), 3),
                 "settings": rows,
                 "busy_front": busy,
             },
