@@ -45,6 +45,9 @@ from .worker import BatchReport, Done, Queued, Started, Worker
 
 log = logging.getLogger("tether.engine")
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+# Why models cannot be loaded, told in one line: a bad model file or folder, a missing
+# file, a device torch does not have.
+STARTUP_ERRORS = (ModelConfigError, OSError, RuntimeError)
 
 
 def build_engine(args: argparse.Namespace) -> Engine:
@@ -271,6 +274,8 @@ async def run(args: argparse.Namespace) -> None:
     socket.setsockopt(zmq.ROUTING_ID, args.routing_id.encode())
     socket.connect(args.address)
     loop = asyncio.get_running_loop()
+
+    # 1. Hello: the device, and the GPUs torch sees (the front's default is one per GPU).
     devices = [f"cuda:{k}" for k in range(torch.cuda.device_count())] or ["cpu"]
     if args.device == "auto":
         args.device = devices[args.index % len(devices)]
@@ -279,18 +284,24 @@ async def run(args: argparse.Namespace) -> None:
     hello = {"pid": os.getpid(), "device": args.device, "devices": devices}
     await socket.send_multipart(wire.pack(wire.HELLO, hello))
 
+    # 2. The engine, warmed up on its thread.
     try:
         engine = await asyncio.to_thread(build_engine, args)
-    except ModelConfigError as error:
+    except STARTUP_ERRORS as error:  # the front prints it and stops
         await socket.send_multipart(wire.pack(wire.FAILED, {"error": str(error)}))
         raise
-    worker = Worker(engine, max_queue=args.max_queue, max_batch=args.max_batch, warm_up=warm_up)
 
     def report_batch(report: BatchReport) -> None:  # on the engine thread
         batch = wire.pack(wire.BATCH, dataclasses.asdict(report))
         loop.call_soon_threadsafe(socket.send_multipart, batch)
 
-    worker.on_batch = report_batch
+    worker = Worker(
+        engine,
+        max_queue=args.max_queue,
+        max_batch=args.max_batch,
+        warm_up=warm_up,
+        on_batch=report_batch,
+    )
     worker.start()
     await asyncio.to_thread(worker.ready.wait)
     models = engine.models
@@ -300,6 +311,7 @@ async def run(args: argparse.Namespace) -> None:
     )
     log.info("ready: %s on %s", models.name, models.device)
 
+    # 3. The front's calls, until SIGTERM; then the running batch finishes.
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     serving = asyncio.create_task(EngineHost(socket, worker).serve())
@@ -337,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     request_ids.configure_logging(f"worker{args.index}")
     try:
         asyncio.run(run(args))
-    except ModelConfigError:
+    except STARTUP_ERRORS:
         return 1
     return 0
 

@@ -55,6 +55,7 @@ ENGINE_STOPPED = "the engine stopped while running this job ({why}); the job may
 MOVED_TOO_OFTEN = (
     "the engine stopped {times} times while this job waited ({why}); the job may be retried"
 )
+NOT_STARTED = "no engine worker could start again ({why}); the job may be retried"
 LIVE_STOPPED = "the engine stopped ({why}); the session goes on when an engine is ready"
 
 
@@ -250,6 +251,8 @@ class WorkerPool:
             self.workers[index] = worker
             await self._spawn(worker)
             status = await worker.process.wait()
+            was_ready = worker.ready_since is not None
+            ready_for = time.monotonic() - worker.ready_since if was_ready else 0.0
             why = _exit_reason(status)
             await self._lost(worker, why)
             if self._stopping:
@@ -259,13 +262,17 @@ class WorkerPool:
                 if not self.failed.done():
                     self.failed.set_result(failure)
                 return
-            if worker.ready_since is not None and time.monotonic() - worker.ready_since > STABLE_S:
+            if not was_ready and not self.serving:
+                # It died starting again, and no other worker is ready: do not keep the
+                # jobs waiting for one through the backoff, perhaps for ever.
+                self._fail_pending(NOT_STARTED.format(why=why))
+            if ready_for > STABLE_S:
                 backoff = FIRST_BACKOFF_S
             log.warning("worker %d: restarting in %.1f s", index, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_S)
             metrics.WORKER_RESTARTS.inc()
-            device = worker.device  # as resolved: "auto" is cuda:0 or cpu
+            device = worker.device  # as resolved: "auto" is cuda:N or cpu
 
     async def _spawn(self, worker: EngineProcess) -> None:
         settings = self.settings
@@ -382,7 +389,7 @@ class WorkerPool:
             worker.device = header["device"]
             log.info("worker %d: pid %d on %s", worker.index, header["pid"], worker.device)
             settings = self.settings
-            if settings.devices is settings.workers is None and len(self.workers) == 1:
+            if settings.devices is None and settings.workers is None and len(self.workers) == 1:
                 for index in range(1, len(header["devices"])):
                     self._supervise(index, "auto")
         elif kind == wire.READY:
@@ -545,6 +552,12 @@ class WorkerPool:
         if call.worker is not None and call in call.worker.calls:
             call.worker.calls.discard(call)
             self.send(call.worker, wire.CANCEL, {"call": call.id})
+
+    def _fail_pending(self, message: str) -> None:
+        while self._pending:
+            call = self._pending.popleft()
+            self._release(call)
+            call.items.put_nowait(Unavailable(message))
 
     def _hold(self, call: Call) -> None:
         call.holds_place = True

@@ -44,15 +44,7 @@ from typing import Any
 
 import zmq
 
-from .errors import (
-    Cancelled,
-    Internal,
-    InvalidArgument,
-    NotFound,
-    ResourceExhausted,
-    TetherError,
-    Unavailable,
-)
+from .errors import ResourceExhausted, TetherError
 
 # Front -> worker.
 GENERATE = "generate"
@@ -73,10 +65,8 @@ ERROR = "error"
 CONFIG = "config"
 BATCH = "batch"
 
-ERRORS: dict[str, type[TetherError]] = {
-    cls.__name__: cls
-    for cls in (InvalidArgument, NotFound, ResourceExhausted, Unavailable, Cancelled, Internal)
-}
+# An error crosses by its class name: every error a client is told about.
+ERRORS: dict[str, type[TetherError]] = {cls.__name__: cls for cls in TetherError.__subclasses__()}
 
 
 def pack(kind: str, header: dict[str, Any], *payload: bytes) -> list[bytes]:
