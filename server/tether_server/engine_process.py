@@ -198,10 +198,9 @@ class EngineHost:
                 elif isinstance(item, Done):
                     total_ms = header["waited_ms"] + (time.perf_counter() - received) * 1000
                     result = await asyncio.to_thread(_result_event, item, output_format, total_ms)
-                    await self.send(wire.EVENT, {"call": call}, result)
+                    await self.send(wire.DONE, {"call": call}, result)
                 else:  # a progress event, serialized on the engine thread
                     await self.send(wire.EVENT, {"call": call}, item)
-        await self.send(wire.DONE, {"call": call})
 
     async def _preprocess(self, call: int, data: zmq.Frame) -> None:
         def answer() -> bytes:

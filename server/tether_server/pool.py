@@ -453,9 +453,9 @@ class WorkerPool:
                         "retry in a moment",
                         retry_after_ms=round(self.batch_ms),
                     )
-                if kind == wire.DONE:
-                    return
                 yield data
+                if kind == wire.DONE:  # the result: nothing follows
+                    return
         finally:
             self._forget(call)
 

@@ -29,7 +29,9 @@ Worker -> front:
   event    {call, outcome}            GenerateEvent or LiveEvent, for the client as it is;
                                       a live event's outcome: result, reused, error (each
                                       answers the frame sent) or config_error
-  done     {call}                     [PreprocessResponse]; a Generate call ends here
+  done     {call}                     the call's last message and its answer: the
+                                      GenerateEvent holding the result, or the
+                                      PreprocessResponse
   valid    {call}                     the request passed the checks (admitted false)
   error    {call, error, message, retry_after_ms}
   config   {call, seq, ok}            a live config was taken (ok) or refused
