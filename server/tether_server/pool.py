@@ -434,9 +434,10 @@ class WorkerPool:
 
     # -- calls -----------------------------------------------------------------------------
 
-    async def generate(self, request: bytes, request_id: str) -> AsyncIterator[bytes]:
-        """The GenerateEvents of one request, serialized; failures raised as TetherErrors.
-        Leaving early stops the job at its next step, or takes it off its queue."""
+    async def generate(self, request: bytes, request_id: str) -> AsyncIterator[tuple[bytes, bool]]:
+        """The GenerateEvents of one request, serialized, each with whether it is the last
+        (the result); failures raised as TetherErrors. Leaving early stops the job at its
+        next step, or takes it off its queue."""
         call = self._new_call(wire.GENERATE, request, request_id)
         if self.waiting < self.settings.max_queue:
             self._hold(call)
@@ -453,7 +454,7 @@ class WorkerPool:
                         "retry in a moment",
                         retry_after_ms=round(self.batch_ms),
                     )
-                yield data
+                yield data, kind == wire.DONE
                 if kind == wire.DONE:  # the result: nothing follows
                     return
         finally:

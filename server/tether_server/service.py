@@ -75,12 +75,16 @@ class TetherService:
     ) -> AsyncIterator[bytes]:
         request_id = await _begin(context)
         began = time.perf_counter()
+        finished = False
         try:
             async with contextlib.aclosing(self.pool.generate(request, request_id)) as events:
-                async for event in events:
+                async for event, last in events:
+                    finished = last
                     yield event
-        except asyncio.CancelledError:  # the client went away
-            _ended("Generate", grpc.StatusCode.CANCELLED, began)
+        except asyncio.CancelledError:
+            # The client went away; the SDK also hangs up as soon as it has the result,
+            # which leaves the job finished, not cancelled.
+            _ended("Generate", grpc.StatusCode.OK if finished else grpc.StatusCode.CANCELLED, began)
             raise
         except Exception as error:
             await _abort(context, _as_tether_error(error), request_id, "Generate", began)
