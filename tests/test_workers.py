@@ -74,14 +74,22 @@ def test_metrics_move_with_traffic(running):
             session.send(tether.LiveFrame(1, np.zeros((SIZE, SIZE, 3), dtype=np.uint8)))
             assert isinstance(next(iter(session)), tether.LiveResult)
             during = metrics(running)
-    deadline = time.monotonic() + 30
-    while (after := metrics(running))[("tether_live_sessions", ())] != 0:
-        assert time.monotonic() < deadline  # the server learns of the session's end soon
-        time.sleep(0.1)
 
     def grown(name: str, **labels: str) -> float:
         key = (name, tuple(sorted(labels.items())))
-        return after[key] - before.get(key, 0.0)
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    def settled() -> bool:
+        """The server has seen the clients hang up (the SDK does once it has a result)."""
+        generated = grown("tether_jobs_total", method="Generate", status="OK")
+        return generated and not after[("tether_live_sessions", ())]
+
+    deadline = time.monotonic() + 30
+    after = metrics(running)
+    while not settled():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+        after = metrics(running)
 
     assert grown("tether_jobs_total", method="Generate", status="OK") == 1
     assert grown("tether_jobs_total", method="Generate", status="INVALID_ARGUMENT") == 1

@@ -75,21 +75,23 @@ class TetherService:
     ) -> AsyncIterator[bytes]:
         request_id = await _begin(context)
         began = time.perf_counter()
-        finished = False
+        finished = refused = False
         try:
             async with contextlib.aclosing(self.pool.generate(request, request_id)) as events:
                 async for event, last in events:
                     finished = last
                     yield event
-        except asyncio.CancelledError:
-            # The client went away; the SDK also hangs up as soon as it has the result,
-            # which leaves the job finished, not cancelled.
-            _ended("Generate", grpc.StatusCode.OK if finished else grpc.StatusCode.CANCELLED, began)
-            raise
+            context.set_trailing_metadata(((request_ids.METADATA_KEY, request_id),))
         except Exception as error:
+            refused = True
             await _abort(context, _as_tether_error(error), request_id, "Generate", began)
-        _ended("Generate", grpc.StatusCode.OK, began)
-        context.set_trailing_metadata(((request_ids.METADATA_KEY, request_id),))
+        finally:
+            # Also when the client goes away, and gRPC then drops this generator (closed
+            # later, with GeneratorExit): the SDK hangs up as soon as it has the result,
+            # which leaves the job finished, not cancelled.
+            if not refused:
+                status = grpc.StatusCode.OK if finished else grpc.StatusCode.CANCELLED
+                _ended("Generate", status, began)
 
     async def Preprocess(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         request_id = await _begin(context)
