@@ -220,7 +220,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=50051, help="port (0: any free port)")
-    serve.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    serve.add_argument(
+        "--devices",
+        "--device",
+        help="comma-separated torch devices, e.g. cuda:0,cuda:1; the workers take them in "
+        "turn (default: every GPU, else cpu)",
+    )
+    serve.add_argument(
+        "--workers", type=int, help="engine worker processes (default: one per device)"
+    )
     serve.add_argument(
         "--dtype",
         choices=["float16", "bfloat16", "float32"],
@@ -243,12 +251,18 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-pixels", type=int, default=1024 * 1024, help="largest width x height")
     serve.add_argument("--max-steps", type=int, default=150, help="largest steps")
     serve.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port; "
+        "default: none)",
+    )
+    serve.add_argument(
         "--drain-seconds",
         type=float,
         default=60.0,
         help="on SIGTERM, how long running jobs may take to finish",
     )
-    # Issue 14: speed over bit-exactness (tether_server/compiled.py, stream.py, autoencoders.py).
+    # Speed over bit-exactness: the server's compiled.py, stream.py and autoencoders.py.
     serve.add_argument(
         "--fast",
         nargs="?",

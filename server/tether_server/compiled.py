@@ -90,7 +90,7 @@ class Fast:
             raise ValueError(f"fast mode must be one of {', '.join(MODES)} (got {mode!r})")
         self.graphs = device.type == "cuda"
         if mode == "graphs" and not self.graphs:
-            raise ValueError(
+            raise RuntimeError(  # a device problem: a worker's startup error
                 f"--fast graphs needs a CUDA device (got {device.type}); "
                 "--fast compile also runs on the CPU"
             )

@@ -103,6 +103,7 @@ class Output:
     denoise_ms: float
     decode_ms: float
     batch_size: int
+    steps: int  # denoising steps run (img2img runs steps x strength)
 
 
 @dataclass
@@ -395,6 +396,7 @@ class Engine:
                 denoise_ms=(denoised - prepared) * 1000,
                 decode_ms=(finished - denoised) * 1000,
                 batch_size=batch,
+                steps=total,
             )
         return outputs
 

@@ -15,8 +15,9 @@ is refused before it makes the server allocate memory for it.
 4. The control maps made one unit at a time; only the map, at the output size, is kept.
 
 Memory bound. One request makes the server allocate at most
-- about twice its message (at most Limits.max_message_bytes): gRPC receives it, protobuf
-  parses it;
+- about three times its message (at most Limits.max_message_bytes): the front receives it
+  (and keeps it until the call ends), an engine worker receives it and parses it (and
+  keeps neither once the job is made);
 - while one image is decoded and made into a map (one at a time): INPUT_BYTES_PER_PIXEL
   bytes per pixel of the larger of the image and its resampled size, both at most
   MAX_INPUT_PIXELS (1.3 GB at 4096^2). A raw image's bytes are copied once in this,

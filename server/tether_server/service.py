@@ -1,25 +1,25 @@
-"""The tether.v1.Tether servicer: requests to `jobs` and the worker, events back.
+"""The tether.v1.Tether service of the front: calls in, handed to the engine workers.
 
-Thin on purpose: `jobs` turns requests into checked engine Jobs, `Worker.run` runs them and
-raises failures already worded, and `STATUS_CODES` is the one table from errors to gRPC
-status codes.
+Thin on purpose, and without torch: request bytes go to an engine worker as the client
+sent them (`pool.py`), which parses, checks and runs them; its events come back serialized
+and are passed on as they are. Failures arrive as TetherErrors, and `STATUS_CODES` is the
+one table from errors to gRPC status codes. Every call gets a request id (`request_ids`),
+returned in the initial and trailing metadata and printed in each log line of the call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import NoReturn
 
 import grpc
-import numpy as np
-from tether._proto.tether.v1 import tether_pb2, tether_pb2_grpc
+from tether._proto.tether.v1 import tether_pb2
 
-from . import __version__, images, jobs, schedulers
+from . import __version__, metrics, request_ids
 from .errors import (
     Cancelled,
     Internal,
@@ -30,10 +30,11 @@ from .errors import (
     Unavailable,
 )
 from .live import LiveSession
-from .worker import Done, Queued, Worker
+from .pool import WorkerPool
 
 log = logging.getLogger("tether.service")
 
+SERVICE = tether_pb2.DESCRIPTOR.services_by_name["Tether"]
 STATUS_CODES: dict[type[TetherError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
@@ -47,158 +48,145 @@ STATUS_CODES: dict[type[TetherError], grpc.StatusCode] = {
 RETRY_AFTER_KEY = "retry-after-ms"
 
 
-class TetherService(tether_pb2_grpc.TetherServicer):
-    def __init__(self, limits: tether_pb2.Limits) -> None:
-        self.limits = limits
-        self.worker: Worker | None = None  # set by `ready` once the models are loaded
+class TetherService:
+    def __init__(self, pool: WorkerPool) -> None:
+        self.pool = pool
         self.live_sessions = 0
 
-    def ready(self, worker: Worker) -> None:
-        self.worker = worker
+    def handler(self) -> grpc.GenericRpcHandler:
+        """Every method of the service, taking and returning bytes: requests are not
+        parsed here, nor events serialized again."""
+        kinds: dict[tuple[bool, bool], Callable] = {
+            (False, False): grpc.unary_unary_rpc_method_handler,
+            (False, True): grpc.unary_stream_rpc_method_handler,
+            (True, False): grpc.stream_unary_rpc_method_handler,
+            (True, True): grpc.stream_stream_rpc_method_handler,
+        }
+        methods = {
+            method.name: kinds[method.client_streaming, method.server_streaming](
+                getattr(self, method.name)
+            )
+            for method in SERVICE.methods
+        }
+        return grpc.method_handlers_generic_handler(SERVICE.full_name, methods)
 
     async def Generate(
-        self, request: tether_pb2.GenerateRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[tether_pb2.GenerateEvent]:
-        arrived = time.perf_counter()
+        self, request: bytes, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        request_id = await _begin(context)
+        began = time.perf_counter()
+        finished = refused = False
         try:
-            worker = self._worker()
-            job = await asyncio.to_thread(
-                jobs.generate_job, request, worker.engine, worker.check_room
-            )
-            progress = functools.partial(_progress_event, request.preview.format)
-            async with contextlib.aclosing(worker.run(job, progress)) as events:
-                async for item in events:
-                    if isinstance(item, Queued):
-                        yield tether_pb2.GenerateEvent(
-                            queued=tether_pb2.Queued(position=item.position)
-                        )
-                    elif isinstance(item, Done):
-                        yield await asyncio.to_thread(
-                            _result_event, item, request.output_format, arrived
-                        )
-                    else:  # a progress event, made on the engine thread
-                        yield item
+            async with contextlib.aclosing(self.pool.generate(request, request_id)) as events:
+                async for event, last in events:
+                    finished = last
+                    yield event
+            context.set_trailing_metadata(((request_ids.METADATA_KEY, request_id),))
         except Exception as error:
-            await _abort(context, error)
+            refused = True
+            await _abort(context, _as_tether_error(error), request_id, "Generate", began)
+        finally:
+            # Also when the client goes away, and gRPC then drops this generator (closed
+            # later, with GeneratorExit): the SDK hangs up as soon as it has the result,
+            # which leaves the job finished, not cancelled.
+            if not refused:
+                status = grpc.StatusCode.OK if finished else grpc.StatusCode.CANCELLED
+                _ended("Generate", status, began)
 
-    async def Preprocess(
-        self, request: tether_pb2.PreprocessRequest, context: grpc.aio.ServicerContext
-    ) -> tether_pb2.PreprocessResponse:
+    async def Preprocess(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        request_id = await _begin(context)
+        began = time.perf_counter()
         try:
-            worker = self._worker()
-            return await asyncio.to_thread(_preprocess_response, request, worker)
+            response = await self.pool.preprocess(request, request_id)
+        except asyncio.CancelledError:
+            _ended("Preprocess", grpc.StatusCode.CANCELLED, began)
+            raise
         except Exception as error:
-            await _abort(context, error)
+            await _abort(context, _as_tether_error(error), request_id, "Preprocess", began)
+        _ended("Preprocess", grpc.StatusCode.OK, began)
+        context.set_trailing_metadata(((request_ids.METADATA_KEY, request_id),))
+        return response
 
     async def Live(
-        self,
-        requests: AsyncIterator[tether_pb2.LiveRequest],
-        context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[tether_pb2.LiveEvent]:
-        worker = await self._worker_or_abort(context)
-        self.live_sessions += 1
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        request_id = await _begin(context)
+        session = LiveSession()
         try:
-            async for event in LiveSession(worker).run(requests):
-                yield event
-        except Exception as error:  # a frame's errors are LiveErrors: this is a bug
-            await _abort(context, error)
-        finally:
-            # Also when the client goes away: the handler is cancelled and the session's
-            # reader and any running frame stop with it.
-            self.live_sessions -= 1
+            async with self.pool.live(request_id, session.wake) as link:
+                self.live_sessions += 1
+                metrics.LIVE_SESSIONS.inc()
+                log.info("live session opened")
+                try:
+                    async for event in session.run(link, requests):
+                        yield event
+                finally:
+                    # Also when the client goes away: the handler is cancelled, and the
+                    # session's reader and the frame on its worker stop with it.
+                    self.live_sessions -= 1
+                    metrics.LIVE_SESSIONS.dec()
+                    log.info("live session closed (%d frames dropped)", session.dropped)
+        except Exception as error:
+            await _abort(context, _as_tether_error(error), request_id)
 
-    async def ListModels(
-        self, request: tether_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
-    ) -> tether_pb2.ListModelsResponse:
-        worker = await self._worker_or_abort(context)
-        catalog = worker.engine.registry.catalog
-        return tether_pb2.ListModelsResponse(
-            models=[
-                tether_pb2.BaseModel(
-                    name=m.name,
-                    family=m.family,
-                    default_width=m.default_size,
-                    default_height=m.default_size,
-                )
-                for m in catalog.models.values()
-            ],
-            controls=[
-                tether_pb2.ControlModel(name=c.name, kind=c.kind) for c in catalog.controls.values()
-            ],
-            schedulers=list(schedulers.SCHEDULERS),
-            limits=self.limits,
-        )
-
-    async def GetServerInfo(
-        self, request: tether_pb2.GetServerInfoRequest, context: grpc.aio.ServicerContext
-    ) -> tether_pb2.ServerInfo:
-        worker = await self._worker_or_abort(context)
-        registry = worker.engine.registry
-        return tether_pb2.ServerInfo(
-            version=__version__,
-            device=str(registry.device),
-            dtype=str(registry.dtype).removeprefix("torch."),
-            limits=self.limits,
-            live_sessions=self.live_sessions,
-        )
-
-    # -- helpers -----------------------------------------------------------------------------
-
-    def _worker(self) -> Worker:
-        if self.worker is None:
-            raise Unavailable("the server is loading its models; retry when health is SERVING")
-        return self.worker
-
-    async def _worker_or_abort(self, context: grpc.aio.ServicerContext) -> Worker:
+    async def ListModels(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         try:
-            return self._worker()
+            return self.pool.listing()
         except Unavailable as error:
             await _abort(context, error)
 
-
-async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> NoReturn:
-    """End the call with `error`'s status from STATUS_CODES; a bug is INTERNAL, never
-    UNKNOWN. A full queue adds its retry hint."""
-    if not isinstance(error, TetherError):
-        log.error("a request failed", exc_info=error)
-        error = Internal(f"the server failed: {type(error).__name__}: {error}")
-    retry = error.retry_after_ms if isinstance(error, ResourceExhausted) else None
-    metadata = () if retry is None else ((RETRY_AFTER_KEY, str(retry)),)
-    await context.abort(STATUS_CODES[type(error)], str(error), trailing_metadata=metadata)
-
-
-def _preprocess_response(
-    request: tether_pb2.PreprocessRequest, worker: Worker
-) -> tether_pb2.PreprocessResponse:
-    control_map = jobs.preprocess_map(request, worker.engine)
-    response = tether_pb2.PreprocessResponse()
-    images.encode(control_map, request.format, response.image)
-    return response
+    async def GetServerInfo(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        try:
+            devices, dtype = self.pool.devices()
+            limits = tether_pb2.ListModelsResponse.FromString(self.pool.listing()).limits
+        except Unavailable as error:
+            await _abort(context, error)
+        info = tether_pb2.ServerInfo(
+            version=__version__,
+            device=devices,
+            dtype=dtype,
+            limits=limits,
+            live_sessions=self.live_sessions,
+        )
+        return info.SerializeToString()
 
 
-def _progress_event(
-    preview_format: int, step: int, total: int, preview: np.ndarray | None
-) -> tether_pb2.GenerateEvent:
-    """A step's event, made on the engine thread (`Worker.run`): previews are encoded there,
-    not on the event loop."""
-    event = tether_pb2.GenerateEvent()
-    event.progress.step = step
-    event.progress.total = total
-    if preview is not None:
-        images.encode(preview, preview_format, event.progress.preview)
-    return event
+async def _begin(context: grpc.aio.ServicerContext) -> str:
+    """A new request id for this call: in the log lines it causes and in its metadata."""
+    request_id = request_ids.new()
+    request_ids.current.set(request_id)  # each call runs in a task of its own
+    await context.send_initial_metadata(((request_ids.METADATA_KEY, request_id),))
+    return request_id
 
 
-def _result_event(done: Done, output_format: int, arrived: float) -> tether_pb2.GenerateEvent:
-    output = done.output
-    event = tether_pb2.GenerateEvent()
-    result = event.result
-    images.encode(output.image, output_format, result.image)
-    result.seed = output.seed
-    result.timings.queued_ms = done.queued_ms
-    result.timings.prepare_ms = output.prepare_ms
-    result.timings.denoise_ms = output.denoise_ms
-    result.timings.decode_ms = output.decode_ms
-    result.timings.batch_size = output.batch_size
-    result.timings.total_ms = (time.perf_counter() - arrived) * 1000
-    return event
+def _ended(method: str, status: grpc.StatusCode, began: float) -> None:
+    metrics.JOBS.labels(method, status.name).inc()
+    log.info("%s %s in %.0f ms", method, status.name, (time.perf_counter() - began) * 1000)
+
+
+def _as_tether_error(error: Exception) -> TetherError:
+    """A bug is INTERNAL, never UNKNOWN."""
+    if isinstance(error, TetherError):
+        return error
+    log.error("a request failed", exc_info=error)
+    return Internal(f"the server failed: {type(error).__name__}: {error}")
+
+
+async def _abort(
+    context: grpc.aio.ServicerContext,
+    error: TetherError,
+    request_id: str | None = None,
+    method: str | None = None,
+    began: float = 0.0,
+) -> NoReturn:
+    """End the call with `error`'s status from STATUS_CODES (counted and logged for a
+    `method` whose calls are). A full queue adds its retry hint; a call with a request id
+    repeats it."""
+    if method is not None:
+        _ended(method, STATUS_CODES[type(error)], began)
+    metadata = []
+    if request_id is not None:
+        metadata.append((request_ids.METADATA_KEY, request_id))
+    if isinstance(error, ResourceExhausted) and error.retry_after_ms is not None:
+        metadata.append((RETRY_AFTER_KEY, str(error.retry_after_ms)))
+    await context.abort(STATUS_CODES[type(error)], str(error), trailing_metadata=tuple(metadata))

@@ -130,7 +130,8 @@ class StreamBatch:
             prepare_ms=(prepared - started) * 1000,
             denoise_ms=(denoised - prepared) * 1000,
             decode_ms=(finished - denoised) * 1000,
-            batch_size=rows,
+            batch_size=rows,  # frames in the call
+            steps=1,  # each moved on by one step
         )
 
     # -- the pieces ------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """The engine thread, its bounded queue, and `Worker.run`, the one way a job runs.
 
-RPC handlers (on the asyncio loop) call `run(job)`: it puts a ticket in the queue and
-yields what happens to the job. One thread takes the oldest ticket plus every waiting
-ticket with the same batch key (up to `max_batch`) and runs them through one denoising
-loop; the asyncio loop never runs torch. Items reach the waiting handler through
-`Ticket.post`, which is safe to call from the engine thread.
+Inside an engine worker process (`engine_process`), the handlers of the front's calls (on
+the process's asyncio loop) call `run(job)`: it puts a ticket in the queue and yields what
+happens to the job. One thread takes the oldest ticket plus every waiting ticket with the
+same batch key (up to `max_batch`) and runs them through one denoising loop; the asyncio
+loop never runs torch. Items reach the waiting handler through `Ticket.post`, which is
+safe to call from the engine thread.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import request_ids
 from .engine import Engine, Job, Output
 from .errors import Cancelled, Internal, ResourceExhausted, TetherError
 
@@ -35,9 +37,23 @@ class Queued:
 
 
 @dataclass(frozen=True)
+class Started:
+    """A batch took the job: it left the queue."""
+
+
+@dataclass(frozen=True)
 class Done:
     output: Output
     queued_ms: float
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """What a batch tells the metrics."""
+
+    queued_ms: list[float]  # how long each of its jobs waited in the queue
+    batch_ms: float  # how long it ran
+    step_ms: float | None  # its mean denoising step time; None if every job failed or left
 
 
 @dataclass(frozen=True)
@@ -53,6 +69,7 @@ class Ticket:
     loop: asyncio.AbstractEventLoop
     items: asyncio.Queue = field(default_factory=asyncio.Queue)
     submitted: float = field(default_factory=time.perf_counter)
+    request_id: str = field(default_factory=request_ids.current.get)
 
     def post(self, item: object) -> None:
         self.loop.call_soon_threadsafe(self.items.put_nowait, item)
@@ -66,9 +83,12 @@ class Worker:
         max_queue: int,
         max_batch: int,
         warm_up: Callable[[Engine], None] | None = None,
+        on_batch: Callable[[BatchReport], None] | None = None,
     ) -> None:
         self.engine = engine
         self.warm_up = warm_up
+        # Called on the engine thread after each batch.
+        self.on_batch = on_batch
         self.ready = threading.Event()  # set once the warm-up ran
         self.max_queue = max_queue
         self.max_batch = max_batch
@@ -100,11 +120,11 @@ class Worker:
 
     async def run(
         self, job: Job, progress: Callable[[int, int, np.ndarray | None], Any] | None = None
-    ) -> AsyncIterator[Queued | Done | Any]:
+    ) -> AsyncIterator[Queued | Started | Done | Any]:
         """Run `job` (checked by `engine.check`) and yield what happens to it, in order:
-        Queued(position) while it waits, `progress(step, total, preview)`'s value after each
-        step, and last Done. `progress` runs on the engine thread, so that previews are
-        encoded there and not on the event loop.
+        Queued(position) while it waits, Started when a batch takes it, `progress(step,
+        total, preview)`'s value after each step, and last Done. `progress` runs on the
+        engine thread, so that previews are encoded there and not on the event loop.
 
         Failures are raised already worded for the status table: a full queue and running
         out of memory as ResourceExhausted, a cancelled job as Cancelled, any other engine
@@ -177,20 +197,28 @@ class Worker:
 
     def _run_batch(self, batch: list[Ticket]) -> None:
         started = time.perf_counter()
+        queued_ms = [(started - ticket.submitted) * 1000 for ticket in batch]
+        for ticket in batch:
+            ticket.post(Started())
+        outputs: list[Output | None] = []
         try:
             outputs = self.engine.run([ticket.job for ticket in batch])
         except Exception as error:  # reported to every client of the batch, then serve on
-            log.exception("batch of %d failed", len(batch))
+            ids = ", ".join(ticket.request_id for ticket in batch)
+            log.exception("batch of %d failed", len(batch), extra={"request_id": ids})
             for ticket in batch:
                 ticket.post(_Failed(_worded(error)))
-            return
         finally:
             self._batch_ms = (time.perf_counter() - started) * 1000
-        for ticket, output in zip(batch, outputs):
+        for ticket, output, waited in zip(batch, outputs, queued_ms):
             if output is None:
                 ticket.post(_Failed(Cancelled("the job was cancelled")))
             else:
-                ticket.post(Done(output, (started - ticket.submitted) * 1000))
+                ticket.post(Done(output, waited))
+        if self.on_batch is not None:
+            finished = [output for output in outputs if output is not None]
+            step_ms = finished[0].denoise_ms / finished[0].steps if finished else None
+            self.on_batch(BatchReport(queued_ms, self._batch_ms, step_ms))
 
 
 def _worded(error: Exception) -> TetherError:
