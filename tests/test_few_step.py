@@ -9,7 +9,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from diffusers import StableDiffusionControlNetPipeline, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
 from test_engine_parity import SEED, SIZE, diffusers_image
 from tether_server import schedulers
 from tether_server.engine import ControlInput, Engine, Job
@@ -96,31 +96,13 @@ def lcm_engine(tiny_models) -> Engine:
 def test_lcm_distilled_unet_matches_diffusers(lcm_engine, depth):
     """A UNet with time_cond_proj_dim gets the guidance scale as `timestep_cond` and no
     classifier-free guidance, as diffusers' StableDiffusionControlNetPipeline does it."""
-    models = lcm_engine.models
-    pipe = StableDiffusionControlNetPipeline(
-        vae=models.vae,
-        text_encoder=models.text_encoder,
-        tokenizer=models.tokenizer,
-        unet=models.unet,
-        controlnet=models.controls["depth"].model,
-        scheduler=schedulers.create("lcm", models.scheduler_config),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    expected = pipe(
-        prompt="a lighthouse on a cliff",
-        negative_prompt="blurry",
-        image=torch.from_numpy(depth).permute(2, 0, 1)[None],
+    expected = diffusers_image(
+        lcm_engine.models,
+        [("depth", depth, 0.8, 0, 1)],
+        "lcm",
         num_inference_steps=STEPS,
         guidance_scale=8.0,
-        height=SIZE,
-        width=SIZE,
-        generator=torch.Generator("cpu").manual_seed(SEED),
-        controlnet_conditioning_scale=0.8,
-        output_type="np",
-    ).images[0]
+    )
     actual = run(lcm_engine, job("lcm", depth, guidance_scale=8.0))
     assert np.array_equal(actual, expected), np.abs(actual - expected).max()
     # What parity holds: the guidance scale moves the image through the embedding.

@@ -16,15 +16,15 @@ import torch
 from conftest import Server
 from diffusers import AutoencoderTiny
 from test_engine_parity import SEED, SIZE, diffusers_image
+from test_few_step import STEPS, run
+from test_few_step import job as few_step_job
 from tether_server import catalog
-from tether_server.engine import ControlInput, Engine, Job
+from tether_server.engine import Engine, Job
 from tether_server.errors import ModelConfigError
 from tether_server.registry import ModelRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "bench"))
 from random_models import random_taesd  # noqa: E402
-
-STEPS = 4
 
 
 @pytest.fixture(scope="module")
@@ -48,20 +48,7 @@ def colour() -> np.ndarray:
 
 
 def job(depth: np.ndarray, **fields) -> Job:
-    fields = {"scheduler": "lcm", "steps": STEPS, "guidance_scale": 1.0, **fields}
-    return Job(
-        prompt="a lighthouse on a cliff",
-        seed=SEED,
-        width=SIZE,
-        height=SIZE,
-        controls=[ControlInput("depth", depth, 0.8)],
-        **fields,
-    )
-
-
-def run(engine: Engine, job: Job) -> np.ndarray:
-    engine.check(job)
-    return engine.run([job])[0].image
+    return few_step_job("lcm", depth, **fields)
 
 
 def test_tiny_img2img_matches_diffusers_with_the_same_tiny_vae(engine, depth, colour):
