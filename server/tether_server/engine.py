@@ -82,7 +82,7 @@ class Job:
     mask: np.ndarray | None = None
     preview: str = "none"
     preview_every: int = 1
-    autoencoder: str = "full"  # "tiny": the model's TAESD encodes and decodes (autoencoders)
+    autoencoder: str = "full"  # "tiny": the model's TAESD where it has one (autoencoders)
     # Live stream batching (`stream`): the job's frame enters this stream, and the run
     # returns the frame the stream finishes.
     stream: StreamBatch | None = None
