@@ -9,6 +9,8 @@ slow (`make test-slow`, or `pytest -m slow tests/test_fast.py`)."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -80,3 +82,22 @@ def test_a_model_switch_forgets_the_captures(engines, tiny_models):
 def test_cuda_graphs_need_cuda():
     with pytest.raises(RuntimeError, match="--fast graphs needs a CUDA device .* --fast compile"):
         compiled.Fast(torch.device("cpu"), "graphs")
+
+
+def serve(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "tether", "serve", "--port", "0", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def test_serve_refuses_cuda_graphs_on_a_cpu_device():
+    done = serve("--fast", "graphs", "--devices", "cpu")
+    assert done.returncode == 2
+    assert "--fast graphs needs CUDA devices (got cpu); --fast compile runs anywhere" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the worker would get a GPU")
+def test_a_worker_that_lands_on_the_cpu_with_graphs_fails_to_start_clearly():
+    done = serve("--fast")  # graphs, the default of --fast; the device is chosen by the worker
+    assert done.returncode == 2
+    assert "--fast graphs needs a CUDA device (got cpu)" in done.stderr
