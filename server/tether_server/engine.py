@@ -19,7 +19,6 @@ from __future__ import annotations
 import inspect
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -28,13 +27,15 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from . import controlnet, schedulers
+from .catalog import Catalog
+from .conditioning import PromptEncoder
 from .errors import NotFound, invalid, shown
+from .lora import Loras, LoraWeight
 from .models import ControlNet, ModelSet
 
 CONTROL_MODES = ("balanced", "prompt", "control")
 PREVIEW_MODES = ("none", "fast", "full")
 MAX_CONTROLS = 8  # units per job
-MAX_PROMPT_CHARS = 4096  # CLIP reads 77 tokens; the prompt cache keeps whole prompts
 
 # SD 1.5 latent channels -> RGB (rows: latent channels; columns: R, G, B). ComfyUI's
 # coefficients; applied to the predicted clean latent they give a 1/8-size preview for free.
@@ -69,8 +70,9 @@ class Job:
     """One generation: GenerateRequest's fields once the request layer (`jobs`) has applied
     its defaults. The engine keeps no request defaults of its own."""
 
-    prompt: str
+    prompt: str  # A1111 syntax: emphasis, BREAK, embeddings by name (see `conditioning`)
     negative_prompt: str = ""
+    loras: list[LoraWeight] = field(default_factory=list)
     seed: int = 0
     steps: int
     guidance_scale: float
@@ -125,12 +127,14 @@ class _Unit:
 
 
 class Engine:
-    """Runs jobs on one model set. Not thread-safe: one thread calls `run`."""
+    """Runs jobs on one model set, with the catalog's LoRAs and embeddings. Not
+    thread-safe: one thread calls `run`."""
 
     def __init__(
         self,
         models: ModelSet,
         *,
+        catalog: Catalog | None = None,
         max_pixels: int = 1024 * 1024,
         max_steps: int = 150,
         max_controls: int = MAX_CONTROLS,
@@ -140,8 +144,9 @@ class Engine:
         self.max_pixels = max_pixels
         self.max_steps = max_steps
         self.max_controls = max_controls
-        self._prompt_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self._prompt_cache_size = prompt_cache_size
+        self.catalog = catalog or Catalog()
+        self.loras = Loras(models, self.catalog.loras)
+        self.prompts = PromptEncoder(models, self.catalog.embeddings, prompt_cache_size)
         self._latent_rgb = torch.tensor(LATENT_RGB, device=models.device, dtype=models.dtype)
 
     # -- validation ----------------------------------------------------------------------
@@ -158,13 +163,9 @@ class Engine:
         max_steps = self.max_steps if max_steps is None else max_steps
         if not 1 <= job.steps <= max_steps:
             raise invalid("steps", f"must be 1 to {max_steps} (got {job.steps})")
-        for name, text in (("prompt", job.prompt), ("negative_prompt", job.negative_prompt)):
-            if len(text) > MAX_PROMPT_CHARS:
-                raise invalid(
-                    name,
-                    f"at most {MAX_PROMPT_CHARS} characters (got {len(text)}); the text "
-                    "encoder reads the first 77 tokens",
-                )
+        self.prompts.check(job.prompt, "prompt")
+        self.prompts.check(job.negative_prompt, "negative_prompt")
+        self.loras.check(job.loras)
         if not 0 <= job.guidance_scale <= 30:
             raise invalid("guidance_scale", f"must be 0 to 30 (got {job.guidance_scale:g})")
         if job.scheduler not in schedulers.SCHEDULERS:
@@ -244,15 +245,21 @@ class Engine:
             )
         return self.models.controls[name]
 
-    @staticmethod
-    def batch_key(job: Job) -> tuple:
+    def batch_key(self, job: Job) -> tuple:
         """Jobs with equal keys can share one denoising loop."""
+        cfg = job.guidance_scale > 1
+        chunks = len(self.prompts.windows(job.prompt, "prompt"))
+        if cfg:  # the prompt and the negative prompt are padded to the longer
+            negative = self.prompts.windows(job.negative_prompt, "negative_prompt")
+            chunks = max(chunks, len(negative))
         return (
             job.width,
             job.height,
             job.steps,
             job.scheduler,
-            job.guidance_scale > 1,
+            cfg,
+            Loras.key(job.loras),
+            chunks,
             tuple(unit.model for unit in job.controls),
             None if job.init_image is None else int(job.steps * job.strength),
             job.mask is not None and job.strength == 1.0,
@@ -274,10 +281,12 @@ class Engine:
         cfg = first.guidance_scale > 1
         started = time.perf_counter()
 
-        # 1. Text: negative prompts first, as diffusers concatenates them.
-        embeds = torch.cat([self._encode(job.prompt) for job in jobs])
-        if cfg:
-            embeds = torch.cat([torch.cat([self._encode(j.negative_prompt) for j in jobs]), embeds])
+        # 1. The batch's LoRAs, then the text: negative prompts first, as diffusers
+        # concatenates them.
+        self.loras.activate(first.loras)
+        negatives = [job.negative_prompt for job in jobs] if cfg else None
+        prompts = [job.prompt for job in jobs]
+        embeds = self.prompts.batch(prompts, negatives, self.loras.text_encoder_key)
 
         # 2. Timesteps; img2img starts part-way, as diffusers' get_timesteps does.
         scheduler = schedulers.create(first.scheduler, models.scheduler_config)
@@ -381,27 +390,6 @@ class Engine:
         return outputs
 
     # -- pieces of the run -------------------------------------------------------------------
-
-    def _encode(self, prompt: str) -> torch.Tensor:
-        """Prompt -> CLIP hidden states (1, 77, dim), as diffusers' encode_prompt, cached."""
-        cached = self._prompt_cache.get(prompt)
-        if cached is not None:
-            self._prompt_cache.move_to_end(prompt)
-            return cached
-        tokenizer, encoder = self.models.tokenizer, self.models.text_encoder
-        ids = tokenizer(
-            [prompt],
-            padding="max_length",
-            max_length=tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids
-        embeds = encoder(ids.to(encoder.device), attention_mask=None)[0]
-        embeds = embeds.to(dtype=encoder.dtype)
-        self._prompt_cache[prompt] = embeds
-        if len(self._prompt_cache) > self._prompt_cache_size:
-            self._prompt_cache.popitem(last=False)
-        return embeds
 
     def _initial_latents(self, jobs, generators, scheduler, timesteps):
         """(latents, _Inpaint or None): pure noise, the noised init image, or for

@@ -111,7 +111,7 @@ class TetherService(tether_pb2_grpc.TetherServicer):
         self, request: tether_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> tether_pb2.ListModelsResponse:
         worker = await self._worker_or_abort(context)
-        models = worker.engine.models
+        models, catalog = worker.engine.models, worker.engine.catalog
         return tether_pb2.ListModelsResponse(
             models=[
                 tether_pb2.BaseModel(
@@ -126,6 +126,8 @@ class TetherService(tether_pb2_grpc.TetherServicer):
             ],
             schedulers=list(schedulers.SCHEDULERS),
             limits=self.limits,
+            loras=[tether_pb2.LoraModel(name=name) for name in catalog.loras],
+            embeddings=[tether_pb2.Embedding(name=name) for name in catalog.embeddings],
         )
 
     async def GetServerInfo(
