@@ -18,10 +18,12 @@ read once and stays loaded while it is among the KEPT_LOADED most recently used.
 from __future__ import annotations
 
 import math
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import torch
 from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.utils import convert_state_dict_to_diffusers, convert_state_dict_to_peft
 from diffusers.utils.peft_utils import (
@@ -63,9 +65,12 @@ class Loras:
     """The LoRAs of one base model. `check` is safe from any thread; `activate` runs on
     the engine's thread, which alone runs the model."""
 
-    def __init__(self, models: ModelSet, files: dict[str, LoraFile]) -> None:
+    def __init__(
+        self, models: ModelSet, files: dict[str, LoraFile], kept: int = KEPT_LOADED
+    ) -> None:
         self.models = models
         self.files = files
+        self.kept = kept  # at least MAX_PER_JOB
         self._loaded: OrderedDict[str, _Loaded] = OrderedDict()  # least recently used first
         self._active: tuple[LoraWeight, ...] = ()
         self._adapters_made = 0
@@ -107,6 +112,7 @@ class Loras:
         """The active LoRAs that change the text encoder: what prompt encodings depend on."""
         return tuple(lora for lora in self._active if self._loaded[lora.name].text_encoder)
 
+    @torch.inference_mode()  # the adapters' weights are inference tensors: peft touches them
     def activate(self, loras: Sequence[LoraWeight]) -> None:
         """Make `loras` (checked) the model's LoRAs, reading any not loaded yet."""
         wanted = self.key(loras)
@@ -136,30 +142,15 @@ class Loras:
             self._loaded.move_to_end(name)
             return
         for old in list(self._loaded):
-            if len(self._loaded) < KEPT_LOADED:
+            if len(self._loaded) < self.kept:
                 break
             if old not in keep:
                 self._unload(old)
         file = self.files[name]
         self._adapters_made += 1
-        adapter = f"lora{self._adapters_made}"
-        loaded = _Loaded(adapter, unet=False, text_encoder=False)
+        loaded = _Loaded(f"lora{self._adapters_made}", unet=False, text_encoder=False)
         try:
-            state, alphas, metadata = StableDiffusionLoraLoaderMixin.lora_state_dict(
-                str(file.path), return_lora_metadata=True
-            )
-            if not state or not all("lora" in key for key in state):
-                raise ValueError("not a LoRA: its tensors are not named as LoRA weights")
-            if any(key.startswith("unet.") for key in state):
-                StableDiffusionLoraLoaderMixin.load_lora_into_unet(
-                    state, alphas, self.models.unet, adapter_name=adapter, metadata=metadata
-                )
-                loaded.unet = True
-            loaded.text_encoder = _load_into_text_encoder(
-                state, alphas, metadata, self.models.text_encoder, adapter
-            )
-            if not (loaded.unet or loaded.text_encoder):
-                raise ValueError("it has no weights for an SD 1.5 UNet or text encoder")
+            self._read(file, loaded)
         except Exception as error:
             # Files come from anywhere and diffusers' converters fail in many ways; any of
             # them means that this file does not fit this model.
@@ -170,6 +161,27 @@ class Loras:
                 f"{str(error)[:300]}",
             ) from None
         self._loaded[name] = loaded
+
+    def _read(self, file: LoraFile, loaded: _Loaded) -> None:
+        """Add the file's adapter layers to the model, noting in `loaded` which parts."""
+        state, alphas, metadata = StableDiffusionLoraLoaderMixin.lora_state_dict(
+            str(file.path), return_lora_metadata=True
+        )
+        if not state or not all("lora" in key for key in state):
+            raise ValueError("not a LoRA: its tensors are not named as LoRA weights")
+        with warnings.catch_warnings():
+            # peft warns that a second adapter makes several adapters in one model: it does.
+            warnings.filterwarnings("ignore", "Already found a `peft_config`", UserWarning)
+            if any(key.startswith("unet.") for key in state):
+                StableDiffusionLoraLoaderMixin.load_lora_into_unet(
+                    state, alphas, self.models.unet, adapter_name=loaded.adapter, metadata=metadata
+                )
+                loaded.unet = True
+            loaded.text_encoder = _load_into_text_encoder(
+                state, alphas, metadata, self.models.text_encoder, loaded.adapter
+            )
+        if not (loaded.unet or loaded.text_encoder):
+            raise ValueError("it has no weights for an SD 1.5 UNet or text encoder")
 
     def _unload(self, name: str) -> None:
         self._remove_layers(self._loaded.pop(name))
