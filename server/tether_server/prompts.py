@@ -124,7 +124,8 @@ def emphasis(text: str, field: str) -> list[list[Fragment]]:
     for start in square_groups:
         multiply(start, 1 / EMPHASIS)
 
-    # 2. Parts between BREAKs, neighbouring runs of equal weight joined.
+    # 2. Parts between BREAKs, neighbouring runs of equal weight joined (an empty run
+    # keeps its neighbours apart, as in A1111), then empty runs left out.
     parts: list[list[Fragment]] = [[]]
     for run in runs:
         if run is None:
@@ -133,6 +134,7 @@ def emphasis(text: str, field: str) -> list[list[Fragment]]:
             parts[-1][-1] = Fragment(parts[-1][-1].text + run[0], run[1])
         else:
             parts[-1].append(Fragment(run[0], run[1]))
+    parts = [[fragment for fragment in part if fragment.text] for part in parts]
     return [part or [Fragment("", 1.0)] for part in parts]
 
 
