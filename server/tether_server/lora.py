@@ -164,8 +164,9 @@ class Loras:
 
     def _read(self, file: LoraFile, loaded: _Loaded) -> None:
         """Add the file's adapter layers to the model, noting in `loaded` which parts."""
+        # use_safetensors=True: never diffusers' fall-back to pickle for a file it cannot read.
         state, alphas, metadata = StableDiffusionLoraLoaderMixin.lora_state_dict(
-            str(file.path), return_lora_metadata=True
+            str(file.path), use_safetensors=True, local_files_only=True, return_lora_metadata=True
         )
         if not state or not all("lora" in key for key in state):
             raise ValueError("not a LoRA: its tensors are not named as LoRA weights")
