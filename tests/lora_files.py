@@ -20,7 +20,9 @@ TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 RANK = 4
 
 
-def random_lora(models, seed: int, *, text_encoder: bool = True, scale: float = 0.3) -> dict:
+def random_lora(
+    models, seed: int, *, text_encoder: bool = True, scale: float = 0.3, rank: int = RANK
+) -> dict:
     """{(part, module name): (down, up)} for the model set's UNet ("unet") and text encoder
     ("text_encoder"): random low-rank pairs whose update up @ down is large enough to change
     an image visibly."""
@@ -34,10 +36,10 @@ def random_lora(models, seed: int, *, text_encoder: bool = True, scale: float = 
             if not name.endswith(targets):
                 continue
             if isinstance(module, torch.nn.Conv2d):
-                down = (RANK, module.in_channels, *module.kernel_size)
-                up = (module.out_channels, RANK, 1, 1)
+                down = (rank, module.in_channels, *module.kernel_size)
+                up = (module.out_channels, rank, 1, 1)
             else:
-                down, up = (RANK, module.in_features), (module.out_features, RANK)
+                down, up = (rank, module.in_features), (module.out_features, rank)
             layers[part, name] = (
                 torch.randn(down, generator=generator) * scale,
                 torch.randn(up, generator=generator) * scale,
@@ -55,15 +57,16 @@ def save_diffusers(layers: dict, path: Path) -> Path:
     return path
 
 
-def save_kohya(layers: dict, path: Path, alpha: float = RANK / 2) -> Path:
-    """kohya's layout. With alpha != rank the up weights are scaled by rank / alpha, so that
-    the file holds the same update as `save_diffusers` writes for the same layers."""
+def save_kohya(layers: dict, path: Path) -> Path:
+    """kohya's layout, with alpha = rank / 2: the up weights are doubled, so that the file
+    holds the same update as `save_diffusers` writes for the same layers."""
     tensors = {}
     for (part, name), (down, up) in layers.items():
         prefix = "lora_unet_" if part == "unet" else "lora_te_text_model_"
         key = prefix + name.replace(".", "_")
+        alpha = len(down) / 2
         tensors[f"{key}.lora_down.weight"] = down.contiguous()
-        tensors[f"{key}.lora_up.weight"] = (up * (RANK / alpha)).contiguous()
+        tensors[f"{key}.lora_up.weight"] = (up * 2).contiguous()
         tensors[f"{key}.alpha"] = torch.tensor(alpha)
     save_file(tensors, path)
     return path

@@ -73,6 +73,7 @@ class Loras:
         self.kept = kept  # at least MAX_PER_JOB
         self._loaded: OrderedDict[str, _Loaded] = OrderedDict()  # least recently used first
         self._active: tuple[LoraWeight, ...] = ()
+        self._enabled = {"unet": False, "text": False}  # whether adapter layers run
         self._adapters_made = 0
 
     def check(self, loras: Sequence[LoraWeight]) -> None:
@@ -118,6 +119,7 @@ class Loras:
         wanted = self.key(loras)
         if wanted == self._active:
             return
+        read = [lora.name for lora in wanted if lora.name not in self._loaded]
         for lora in wanted:
             self._load(lora.name, keep={lora.name for lora in wanted})
         unet, encoder = self.models.unet, self.models.text_encoder
@@ -129,9 +131,15 @@ class Loras:
             set_weights_and_activate_adapters(
                 encoder, self._adapters(on_encoder), [lora.weight for lora in on_encoder]
             )
-        # Disabled adapter layers call the original layer alone.
-        set_adapter_layers(unet, enabled=bool(on_unet))
-        set_adapter_layers(encoder, enabled=bool(on_encoder))
+        # Disabled adapter layers call the original layer alone. A pass over the model's
+        # layers is needed only when that changes, or new layers came with a file.
+        for part, model, enabled in (
+            ("unet", unet, bool(on_unet)),
+            ("text", encoder, bool(on_encoder)),
+        ):
+            if read or self._enabled[part] != enabled:
+                set_adapter_layers(model, enabled=enabled)
+                self._enabled[part] = enabled
         self._active = wanted
 
     def _adapters(self, loras: list[LoraWeight]) -> list[str]:
