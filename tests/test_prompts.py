@@ -60,6 +60,13 @@ def test_a_factor_that_is_no_number_names_the_field():
         prompts.emphasis("(red:1.2.3)", "negative_prompt")
 
 
+def test_emphasis_past_float16s_range_is_refused():
+    with pytest.raises(InvalidArgument, match="prompt: 'red' is weighted 1000; emphasis"):
+        prompts.emphasis("a (red:1000) cat", "prompt")
+    with pytest.raises(InvalidArgument, match="weighted inf"):
+        prompts.emphasis(f"(red:{'9' * 400})", "prompt")
+
+
 def test_lora_tags_are_taken_out():
     text, tags = prompts.take_loras("a cat <lora:detail:0.6>, <lora:style>", "prompt")
     assert text == "a cat , "
@@ -212,6 +219,23 @@ def test_the_shorter_of_prompt_and_negative_is_padded_with_the_empty_prompt(engi
     assert rows.shape == (2, 154, 32)
     assert torch.equal(rows[:1, :77], encoded(engine, "blurry"))
     assert torch.equal(rows[:1, 77:], encoded(engine, ""))
+
+
+def test_jobs_are_batched_by_their_prompts_length(engine):
+    def key(prompt: str, negative: str = "", guidance: float = 7.5) -> tuple:
+        job = Job(
+            prompt=prompt,
+            negative_prompt=negative,
+            steps=2,
+            guidance_scale=guidance,
+            width=32,
+            height=32,
+        )
+        return engine.batch_key(job)
+
+    assert key("a cat") != key(letters(100))
+    assert key("a cat", letters(100)) == key(letters(100), "a dog")
+    assert key("a cat", letters(100), guidance=1.0) == key("a dog", guidance=1.0)
 
 
 def test_tokens_past_77_change_the_image(engine):

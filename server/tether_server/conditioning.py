@@ -70,7 +70,7 @@ class _Parsed:
 
 
 class PromptEncoder:
-    """Encodes the prompts of one base model. `check` and `chunks` are safe from any
+    """Encodes the prompts of one base model. `check` and `windows` are safe from any
     thread; `batch` runs on the engine's thread."""
 
     def __init__(
@@ -101,14 +101,14 @@ class PromptEncoder:
     def windows(self, text: str, field: str) -> list[list[int]]:
         """The token ids of each 77-token window the prompt is encoded in (an embedding's
         vectors stand there as padding ids)."""
-        return [chunk.ids for chunk in self._parsed(text, field).chunks]
+        return [list(chunk.ids) for chunk in self._parsed(text, field).chunks]
 
     def batch(
-        self, prompts_: Sequence[str], negatives: Sequence[str] | None, lora_key: tuple
+        self, positives: Sequence[str], negatives: Sequence[str] | None, lora_key: tuple
     ) -> torch.Tensor:
         """The UNet's encoder_hidden_states: the negative prompts' rows first when given
         (classifier-free guidance), each padded to the longest (3. above)."""
-        rows = [self._encode(text, "prompt", lora_key) for text in prompts_]
+        rows = [self._encode(text, "prompt", lora_key) for text in positives]
         if negatives is not None:
             rows = [self._encode(text, "negative_prompt", lora_key) for text in negatives] + rows
         longest = max(row.shape[1] for row in rows)

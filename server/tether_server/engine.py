@@ -2,8 +2,9 @@
 
 The engine owns its denoising loop over diffusers' components instead of calling the
 Pipeline classes, so that it can
-- run a batch of compatible jobs (same size, steps, scheduler and control-model slots)
-  through one loop, each job with its own prompt, seed, control images and weights;
+- run a batch of compatible jobs (same size, steps, scheduler, control-model slots, LoRA
+  set and prompt length) through one loop, each job with its own prompt, seed, control
+  images and weights;
 - skip a unit outside its start/end window (diffusers runs it with weight 0);
 - encode each control image once per job instead of once per step;
 - preview any step and stop between steps when a job is cancelled.

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from .errors import invalid, shown
 
 EMPHASIS = 1.1  # (words): x1.1, [words]: /1.1, as A1111
+# Largest |weight| a run may end up with: hidden states scaled past it overflow float16.
+MAX_EMPHASIS = 100.0
 # A1111's extra-network tags: <KIND:NAME[:ARGUMENTS]>.
 _TAG = re.compile(r"<(\w+):([^>]+)>")
 # The pieces of an emphasis prompt, in the order they are tried.
@@ -135,6 +137,14 @@ def emphasis(text: str, field: str) -> list[list[Fragment]]:
         else:
             parts[-1].append(Fragment(run[0], run[1]))
     parts = [[fragment for fragment in part if fragment.text] for part in parts]
+    for part in parts:
+        for fragment in part:
+            if not abs(fragment.weight) <= MAX_EMPHASIS:
+                raise invalid(
+                    field,
+                    f"{shown(fragment.text)} is weighted {fragment.weight:g}; emphasis weights "
+                    f"must be -{MAX_EMPHASIS:g} to {MAX_EMPHASIS:g}",
+                )
     return [part or [Fragment("", 1.0)] for part in parts]
 
 
