@@ -3,7 +3,7 @@
     tether serve                                   # embedded tiny model on 127.0.0.1:50051
     tether serve --models-dir ~/ComfyUI/models     # the models of a ComfyUI or A1111 install
     tether generate "a castle" --control depth=depth.png@0.8 --control canny=edges.png \\
-        --steps 20 --seed 1 -o out.png --previews frames/ --model dreamshaper_8
+        --lora detail@0.6 --model dreamshaper_8 --steps 20 --seed 1 -o out.png
     tether models
     tether info
 
@@ -28,7 +28,7 @@ import numpy as np
 from . import __version__, bridge, connection, images, protocol
 from .client import Client
 from .errors import Cancelled, TetherError, Unauthenticated, Unavailable
-from .types import FORMATS_BY_EXTENSION, Canny, Control, Invert, Progress, Queued
+from .types import FORMATS_BY_EXTENSION, Canny, Control, Invert, Lora, Progress, Queued
 
 _PREPROCESSORS = {"canny": Canny, "invert": Invert}
 _CONTROL_SYNTAX = "MODEL=PATH[@WEIGHT][:canny|:invert]"
@@ -58,6 +58,17 @@ def parse_control(spec: str) -> Control:
     name = before_weight or after_weight
     preprocessor = _PREPROCESSORS[name]() if name else None
     return Control(model, Path(path), weight=value, preprocessor=preprocessor)
+
+
+def parse_lora(spec: str) -> Lora:
+    """`NAME[@WEIGHT]` -> Lora, e.g. `detail@0.6`; the last `@` starts the weight."""
+    name, at, weight = spec.rpartition("@")
+    if not at:
+        return Lora(spec)
+    try:
+        return Lora(name, float(weight))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{spec!r}: weight {weight!r} is not a number") from None
 
 
 def _strip_preprocessor(text: str) -> tuple[str, str]:
@@ -151,6 +162,15 @@ def _parser() -> argparse.ArgumentParser:
         help="a control unit; repeat for more. :canny finds the edges of a photo on the "
         "server; :invert turns black-on-white line art into a line map",
     )
+    gen.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        type=parse_lora,
+        metavar="NAME[@WEIGHT]",
+        help="a LoRA from `tether models` (weight 1 by default); repeat for more. The "
+        "prompt's <lora:NAME:WEIGHT> tags work too",
+    )
     gen.add_argument("--steps", type=_steps, help="denoising steps (default: the server's)")
     gen.add_argument(
         "--seed",
@@ -191,7 +211,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     connection.add_arguments(gen)
 
-    connection.add_arguments(command("models", "list models, control models and schedulers"))
+    connection.add_arguments(
+        command("models", "list models, control models, LoRAs, embeddings and schedulers")
+    )
     connection.add_arguments(command("info", "show the server's version, device and limits"))
     bridge.add_arguments(
         command("bridge", "WebSocket bridge for hosts without gRPC (Godot); needs tether[bridge]")
@@ -285,6 +307,7 @@ def _generate(args: argparse.Namespace) -> int:
             negative_prompt=args.negative,
             model=args.model,
             controls=args.control,
+            loras=args.lora,
             seed=args.seed,
             steps=args.steps,
             guidance_scale=args.guidance,
@@ -399,6 +422,10 @@ def _models(args: argparse.Namespace) -> int:
         )
     for control in listing.controls:
         print(f"control  {control.name} ({control.kind})")
+    for lora in listing.loras:
+        print(f"lora     {lora.name}")
+    for embedding in listing.embeddings:
+        print(f"embedding {embedding.name}")
     print(f"schedulers: {', '.join(listing.schedulers)}")
     return 0
 

@@ -27,6 +27,7 @@ from .types import (
     Control,
     ControlModel,
     Depth,
+    Embedding,
     Event,
     Invert,
     Limits,
@@ -35,6 +36,8 @@ from .types import (
     LiveEvent,
     LiveFrame,
     LiveResult,
+    Lora,
+    LoraModel,
     ModelList,
     Normal,
     Preprocessor,
@@ -92,6 +95,7 @@ def generate_request(
     *,
     negative_prompt: str = "",
     controls: Sequence[Control] = (),
+    loras: Sequence[Lora] = (),
     seed: int | None = None,
     steps: int | None = None,
     guidance_scale: float | None = None,
@@ -139,6 +143,7 @@ def generate_request(
     )
     for i, unit in enumerate(controls):
         _write_control(request.controls.add(), unit, f"controls[{i}]")
+    _write_loras(request, loras)
     if init_image is not None:
         images.write(request.init_image, init_image, "init_image")
     if mask is not None:
@@ -179,6 +184,7 @@ def live_config_request(config: LiveConfig) -> tether_pb2.LiveRequest:
     )
     for i, unit in enumerate(config.controls):
         _write_control(message.controls.add(), unit, f"controls[{i}]")
+    _write_loras(message, config.loras)
     return request
 
 
@@ -212,6 +218,17 @@ def _write_control(unit: tether_pb2.ControlUnit, control: Control, field: str) -
         message = getattr(unit, name)  # the oneof's field, set even when its values are all 0
         message.SetInParent()
         _fill(message, values, f"{field}.{name}.")
+
+
+def _write_loras(
+    message: tether_pb2.GenerateRequest | tether_pb2.LiveConfig, loras: Sequence[Lora]
+) -> None:
+    for i, lora in enumerate(loras):
+        if not isinstance(lora, Lora):
+            raise TypeError(
+                f"loras[{i}]: expected tether.Lora(name, weight), got {type(lora).__name__}"
+            )
+        _fill(message.loras.add(), {"name": lora.name, "weight": lora.weight}, f"loras[{i}].")
 
 
 def _preprocessor(settings: Preprocessor, field: str) -> tuple[str, dict[str, Any]]:
@@ -323,6 +340,8 @@ def models_from_proto(response: tether_pb2.ListModelsResponse) -> ModelList:
         controls=[_copy(ControlModel, control) for control in response.controls],
         schedulers=list(response.schedulers),
         limits=_copy(Limits, response.limits),
+        loras=[_copy(LoraModel, lora) for lora in response.loras],
+        embeddings=[_copy(Embedding, embedding) for embedding in response.embeddings],
     )
 
 

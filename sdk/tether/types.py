@@ -151,6 +151,15 @@ class Control:
         return cls(model, _float_buffer(normals), preprocessor=settings, **unit)
 
 
+@dataclass(frozen=True)
+class Lora:
+    """A LoRA to apply, by a name from `Client.models().loras`. `weight` in [-10, 10]
+    (negative: the other way). A prompt's `<lora:NAME:WEIGHT>` tags add to these."""
+
+    name: str
+    weight: float = 1.0
+
+
 def _float_buffer(buffer: Any) -> np.ndarray:
     """Buffers travel as floats: an integer buffer would be read as 8-bit colour."""
     array = np.asarray(buffer)
@@ -268,6 +277,21 @@ class ControlModel:
 
 
 @dataclass(frozen=True)
+class LoraModel:
+    """A LoRA the server can apply: `Lora(name, weight)` or `<lora:NAME:WEIGHT>` in a prompt."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """A textual-inversion embedding: its name, written in a prompt as a word, stands for
+    its vectors."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class ModelList:
     """What `Client.models()` returns. The first model and scheduler are the defaults."""
 
@@ -275,6 +299,8 @@ class ModelList:
     controls: list[ControlModel]
     schedulers: list[str]
     limits: Limits
+    loras: list[LoraModel]
+    embeddings: list[Embedding]
 
 
 @dataclass(frozen=True)
@@ -292,7 +318,8 @@ class LiveConfig:
     frame brings one image per unit, in order. steps 1 to 4; steps x strength must leave at
     least one step; guidance_scale <= 1 runs without classifier-free guidance (fast);
     width/height 0 take the frame's size; reuse_threshold > 0 lets a frame that differs from
-    the last processed one by less (mean absolute difference, 0..1) reuse its output."""
+    the last processed one by less (mean absolute difference, 0..1) reuse its output;
+    `loras` as for `Client.generate`."""
 
     prompt: str
     negative_prompt: str = ""
@@ -307,6 +334,7 @@ class LiveConfig:
     output_format: str = "raw"
     reuse_threshold: float = 0.0
     model: str | None = None
+    loras: Sequence[Lora] = ()
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 The engine owns its denoising loop over diffusers' components instead of calling the
 Pipeline classes, so that it can
-- run a batch of compatible jobs (same size, steps, scheduler and control-model slots)
-  through one loop, each job with its own prompt, seed, control images and weights;
+- run a batch of compatible jobs (same size, steps, scheduler, control-model slots, LoRA
+  set and prompt length) through one loop, each job with its own prompt, seed, control
+  images and weights;
 - skip a unit outside its start/end window (diffusers runs it with weight 0);
 - encode each control image once per job instead of once per step;
 - preview any step and stop between steps when a job is cancelled.
@@ -19,7 +20,6 @@ from __future__ import annotations
 import inspect
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -28,15 +28,17 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from . import controlnet, schedulers
-from .catalog import ControlEntry
+from .catalog import Catalog, ControlEntry
+from .conditioning import PromptEncoder
 from .errors import invalid, shown
+from .lora import Loras, LoraWeight
+from .lora import check as check_loras
 from .models import ModelSet
 from .registry import ModelRegistry
 
 CONTROL_MODES = ("balanced", "prompt", "control")
 PREVIEW_MODES = ("none", "fast", "full")
 MAX_CONTROLS = 8  # units per job
-MAX_PROMPT_CHARS = 4096  # CLIP reads 77 tokens; the prompt cache keeps whole prompts
 
 # SD 1.5 latent channels -> RGB (rows: latent channels; columns: R, G, B). ComfyUI's
 # coefficients; applied to the predicted clean latent they give a 1/8-size preview for free.
@@ -71,9 +73,10 @@ class Job:
     """One generation: GenerateRequest's fields once the request layer (`jobs`) has applied
     its defaults. The engine keeps no request defaults of its own."""
 
-    prompt: str
+    prompt: str  # A1111 syntax: emphasis, BREAK, embeddings by name (see `conditioning`)
     negative_prompt: str = ""
     model: str = ""  # a base model name from the registry; "": its default
+    loras: list[LoraWeight] = field(default_factory=list)
     seed: int = 0
     steps: int
     guidance_scale: float
@@ -129,25 +132,32 @@ class _Unit:
 
 
 class Engine:
-    """Runs jobs on a registry's models (or one model set). Not thread-safe: one thread runs."""
+    """Runs jobs on a registry's models (or one model set), with the catalog's LoRAs and
+    embeddings. Not thread-safe: one thread calls `run`; `check` and `batch_key` may run on
+    any thread."""
 
     def __init__(
         self,
         models: ModelSet | ModelRegistry,
         *,
+        catalog: Catalog | None = None,
         max_pixels: int = 1024 * 1024,
         max_steps: int = 150,
         max_controls: int = MAX_CONTROLS,
         prompt_cache_size: int = 256,
     ) -> None:
-        registry = self.registry = ModelRegistry.of(models)
+        registry = self.registry = ModelRegistry.of(models, catalog)
         self.models = registry.last_used()  # the running batch's, set by `run`
         self.max_pixels = max_pixels
         self.max_steps = max_steps
         self.max_controls = max_controls
-        self._prompt_cache: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
-        self._prompt_cache_size = prompt_cache_size
         self._latent_rgb = torch.tensor(LATENT_RGB, device=registry.device, dtype=registry.dtype)
+        self._prompt_cache_size = prompt_cache_size
+        # Per base model: prompt encoders (made from its tokenizer, on any thread, kept) and
+        # LoRAs (layers in a loaded model's modules: dropped when the model is unloaded).
+        self._prompt_encoders: dict[str, PromptEncoder] = {}
+        self._prompt_encoders_lock = threading.Lock()
+        self._loras: dict[str, Loras] = {}
 
     # -- validation ----------------------------------------------------------------------
 
@@ -163,13 +173,10 @@ class Engine:
         max_steps = self.max_steps if max_steps is None else max_steps
         if not 1 <= job.steps <= max_steps:
             raise invalid("steps", f"must be 1 to {max_steps} (got {job.steps})")
-        for name, text in (("prompt", job.prompt), ("negative_prompt", job.negative_prompt)):
-            if len(text) > MAX_PROMPT_CHARS:
-                raise invalid(
-                    name,
-                    f"at most {MAX_PROMPT_CHARS} characters (got {len(text)}); the text "
-                    "encoder reads the first 77 tokens",
-                )
+        prompts = self.prompts(job.model)
+        prompts.check(job.prompt, "prompt")
+        prompts.check(job.negative_prompt, "negative_prompt")
+        check_loras(job.loras, self.registry.catalog.loras)
         if not 0 <= job.guidance_scale <= 30:
             raise invalid("guidance_scale", f"must be 0 to 30 (got {job.guidance_scale:g})")
         if job.scheduler not in schedulers.SCHEDULERS:
@@ -244,16 +251,47 @@ class Engine:
         """The control model `name` (its kind), or NotFound naming the unit (`where`)."""
         return self.registry.control(name, where)
 
-    @staticmethod
-    def batch_key(job: Job) -> tuple:
+    def prompts(self, model: str) -> PromptEncoder:
+        """The prompt encoder of the base model `model` ("" = the default), made from its
+        tokenizer on first use; the model's weights need not be loaded."""
+        name = self.registry.base(model).name
+        with self._prompt_encoders_lock:
+            encoder = self._prompt_encoders.get(name)
+            if encoder is None:
+                tokenizer, width = self.registry.text_side(name)
+                encoder = self._prompt_encoders[name] = PromptEncoder(
+                    tokenizer, width, self.registry.catalog.embeddings, self._prompt_cache_size
+                )
+        return encoder
+
+    def loras(self, models: ModelSet) -> Loras:
+        """The LoRAs of a loaded model set (engine thread). A model loaded again starts
+        without LoRA layers, and an unloaded model's are let go."""
+        loaded = self.registry.loaded()
+        for name in [name for name in self._loras if name not in loaded]:
+            del self._loras[name]
+        loras = self._loras.get(models.name)
+        if loras is None or loras.models is not models:
+            loras = self._loras[models.name] = Loras(models, self.registry.catalog.loras)
+        return loras
+
+    def batch_key(self, job: Job) -> tuple:
         """Jobs with equal keys can share one denoising loop."""
+        cfg = job.guidance_scale > 1
+        prompts = self.prompts(job.model)
+        chunks = len(prompts.windows(job.prompt, "prompt"))
+        if cfg:  # the prompt and the negative prompt are padded to the longer
+            negative = prompts.windows(job.negative_prompt, "negative_prompt")
+            chunks = max(chunks, len(negative))
         return (
-            job.model,
+            self.registry.base(job.model).name,
             job.width,
             job.height,
             job.steps,
             job.scheduler,
-            job.guidance_scale > 1,
+            cfg,
+            Loras.key(job.loras),
+            chunks,
             tuple(unit.model for unit in job.controls),
             None if job.init_image is None else int(job.steps * job.strength),
             job.mask is not None and job.strength == 1.0,
@@ -277,10 +315,15 @@ class Engine:
         cfg = first.guidance_scale > 1
         started = time.perf_counter()
 
-        # 1. Text: negative prompts first, as diffusers concatenates them.
-        embeds = torch.cat([self._encode(job.prompt) for job in jobs])
-        if cfg:
-            embeds = torch.cat([torch.cat([self._encode(j.negative_prompt) for j in jobs]), embeds])
+        # 1. The batch's LoRAs, then the text: negative prompts first, as diffusers
+        # concatenates them.
+        loras = self.loras(models)
+        loras.activate(first.loras)
+        negatives = [job.negative_prompt for job in jobs] if cfg else None
+        prompts = [job.prompt for job in jobs]
+        embeds = self.prompts(first.model).batch(
+            models.text_encoder, prompts, negatives, loras.text_encoder_key
+        )
 
         # 2. Timesteps; img2img starts part-way, as diffusers' get_timesteps does.
         scheduler = schedulers.create(first.scheduler, models.scheduler_config)
@@ -385,28 +428,6 @@ class Engine:
         return outputs
 
     # -- pieces of the run -------------------------------------------------------------------
-
-    def _encode(self, prompt: str) -> torch.Tensor:
-        """Prompt -> CLIP hidden states (1, 77, dim), as diffusers' encode_prompt, cached."""
-        key = (self.models.name, prompt)
-        cached = self._prompt_cache.get(key)
-        if cached is not None:
-            self._prompt_cache.move_to_end(key)
-            return cached
-        tokenizer, encoder = self.models.tokenizer, self.models.text_encoder
-        ids = tokenizer(
-            [prompt],
-            padding="max_length",
-            max_length=tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids
-        embeds = encoder(ids.to(encoder.device), attention_mask=None)[0]
-        embeds = embeds.to(dtype=encoder.dtype)
-        self._prompt_cache[key] = embeds
-        if len(self._prompt_cache) > self._prompt_cache_size:
-            self._prompt_cache.popitem(last=False)
-        return embeds
 
     def _initial_latents(self, jobs, generators, scheduler, timesteps):
         """(latents, _Inpaint or None): pure noise, the noised init image, or for

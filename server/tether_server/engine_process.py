@@ -115,6 +115,8 @@ def listing(engine: Engine, args: argparse.Namespace) -> tether_pb2.ListModelsRe
         ],
         schedulers=list(schedulers.SCHEDULERS),
         limits=limits,
+        loras=[tether_pb2.LoraModel(name=name) for name in catalog.loras],
+        embeddings=[tether_pb2.Embedding(name=name) for name in catalog.embeddings],
     )
 
 

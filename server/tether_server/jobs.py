@@ -42,9 +42,10 @@ import numpy as np
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from tether._proto.tether.v1 import image_pb2, tether_pb2
 
-from . import images, preprocess, resize, schedulers
+from . import images, preprocess, prompts, resize, schedulers
 from .engine import ControlInput, Engine, Job
-from .errors import invalid
+from .errors import invalid, shown
+from .lora import LoraWeight
 
 # Images a request brings may be larger than outputs (hosts send their full buffers);
 # past this an image is refused before it is decoded.
@@ -249,14 +250,29 @@ def _settings(
     width: int,
     height: int,
 ) -> Job:
-    """The fields Generate and Live share, their defaults applied."""
+    """The fields Generate and Live share, their defaults applied; the prompt's LoRA tags
+    taken out and added to the request's LoRAs."""
 
     def given(name: str, default: float) -> float:
         return getattr(message, name) if message.HasField(name) else default
 
+    prompt, tags = prompts.take_loras(message.prompt, "prompt")
+    negative_prompt, misplaced = prompts.take_loras(message.negative_prompt, "negative_prompt")
+    if misplaced:
+        raise invalid(
+            "negative_prompt",
+            f"{shown(misplaced[0].text)}: a LoRA changes the model for the prompt and the "
+            "negative prompt alike; put it in the prompt or in loras",
+        )
+    loras = [
+        LoraWeight(lora.name, lora.weight if lora.HasField("weight") else 1.0)
+        for lora in message.loras
+    ]
+    loras += [LoraWeight(tag.name, tag.weight, tag.text) for tag in tags]
     return Job(
-        prompt=message.prompt,
-        negative_prompt=message.negative_prompt,
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        loras=loras,
         steps=given("steps", defaults.steps),
         guidance_scale=given("guidance_scale", defaults.guidance_scale),
         width=width,

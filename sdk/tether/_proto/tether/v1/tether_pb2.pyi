@@ -137,8 +137,16 @@ class PreviewOptions(_message.Message):
     format: _image_pb2.ImageFormat
     def __init__(self, mode: _Optional[_Union[PreviewMode, str]] = ..., every: _Optional[int] = ..., format: _Optional[_Union[_image_pb2.ImageFormat, str]] = ...) -> None: ...
 
+class LoraWeight(_message.Message):
+    __slots__ = ("name", "weight")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    weight: float
+    def __init__(self, name: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
+
 class GenerateRequest(_message.Message):
-    __slots__ = ("model", "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "scheduler", "controls", "init_image", "strength", "preview", "output_format", "mask", "mask_blur")
+    __slots__ = ("model", "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "scheduler", "controls", "init_image", "strength", "preview", "output_format", "mask", "mask_blur", "loras")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -155,6 +163,7 @@ class GenerateRequest(_message.Message):
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     MASK_FIELD_NUMBER: _ClassVar[int]
     MASK_BLUR_FIELD_NUMBER: _ClassVar[int]
+    LORAS_FIELD_NUMBER: _ClassVar[int]
     model: str
     prompt: str
     negative_prompt: str
@@ -171,7 +180,8 @@ class GenerateRequest(_message.Message):
     output_format: _image_pb2.ImageFormat
     mask: _image_pb2.Image
     mask_blur: float
-    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., scheduler: _Optional[str] = ..., controls: _Optional[_Iterable[_Union[ControlUnit, _Mapping]]] = ..., init_image: _Optional[_Union[_image_pb2.Image, _Mapping]] = ..., strength: _Optional[float] = ..., preview: _Optional[_Union[PreviewOptions, _Mapping]] = ..., output_format: _Optional[_Union[_image_pb2.ImageFormat, str]] = ..., mask: _Optional[_Union[_image_pb2.Image, _Mapping]] = ..., mask_blur: _Optional[float] = ...) -> None: ...
+    loras: _containers.RepeatedCompositeFieldContainer[LoraWeight]
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., scheduler: _Optional[str] = ..., controls: _Optional[_Iterable[_Union[ControlUnit, _Mapping]]] = ..., init_image: _Optional[_Union[_image_pb2.Image, _Mapping]] = ..., strength: _Optional[float] = ..., preview: _Optional[_Union[PreviewOptions, _Mapping]] = ..., output_format: _Optional[_Union[_image_pb2.ImageFormat, str]] = ..., mask: _Optional[_Union[_image_pb2.Image, _Mapping]] = ..., mask_blur: _Optional[float] = ..., loras: _Optional[_Iterable[_Union[LoraWeight, _Mapping]]] = ...) -> None: ...
 
 class Queued(_message.Message):
     __slots__ = ("position",)
@@ -249,6 +259,18 @@ class ControlModel(_message.Message):
     kind: str
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
 
+class LoraModel(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class Embedding(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
 class Limits(_message.Message):
     __slots__ = ("max_pixels", "max_steps", "max_controls", "max_queue", "max_batch", "max_message_bytes")
     MAX_PIXELS_FIELD_NUMBER: _ClassVar[int]
@@ -266,16 +288,20 @@ class Limits(_message.Message):
     def __init__(self, max_pixels: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_controls: _Optional[int] = ..., max_queue: _Optional[int] = ..., max_batch: _Optional[int] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("models", "controls", "schedulers", "limits")
+    __slots__ = ("models", "controls", "schedulers", "limits", "loras", "embeddings")
     MODELS_FIELD_NUMBER: _ClassVar[int]
     CONTROLS_FIELD_NUMBER: _ClassVar[int]
     SCHEDULERS_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
+    LORAS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[BaseModel]
     controls: _containers.RepeatedCompositeFieldContainer[ControlModel]
     schedulers: _containers.RepeatedScalarFieldContainer[str]
     limits: Limits
-    def __init__(self, models: _Optional[_Iterable[_Union[BaseModel, _Mapping]]] = ..., controls: _Optional[_Iterable[_Union[ControlModel, _Mapping]]] = ..., schedulers: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
+    loras: _containers.RepeatedCompositeFieldContainer[LoraModel]
+    embeddings: _containers.RepeatedCompositeFieldContainer[Embedding]
+    def __init__(self, models: _Optional[_Iterable[_Union[BaseModel, _Mapping]]] = ..., controls: _Optional[_Iterable[_Union[ControlModel, _Mapping]]] = ..., schedulers: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., loras: _Optional[_Iterable[_Union[LoraModel, _Mapping]]] = ..., embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ...) -> None: ...
 
 class PreprocessRequest(_message.Message):
     __slots__ = ("control", "width", "height", "format")
@@ -314,7 +340,7 @@ class ServerInfo(_message.Message):
     def __init__(self, version: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., live_sessions: _Optional[int] = ...) -> None: ...
 
 class LiveConfig(_message.Message):
-    __slots__ = ("model", "prompt", "negative_prompt", "seed", "steps", "strength", "guidance_scale", "width", "height", "scheduler", "controls", "output_format", "reuse_threshold")
+    __slots__ = ("model", "prompt", "negative_prompt", "seed", "steps", "strength", "guidance_scale", "width", "height", "scheduler", "controls", "output_format", "reuse_threshold", "loras")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -328,6 +354,7 @@ class LiveConfig(_message.Message):
     CONTROLS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     REUSE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    LORAS_FIELD_NUMBER: _ClassVar[int]
     model: str
     prompt: str
     negative_prompt: str
@@ -341,7 +368,8 @@ class LiveConfig(_message.Message):
     controls: _containers.RepeatedCompositeFieldContainer[ControlUnit]
     output_format: _image_pb2.ImageFormat
     reuse_threshold: float
-    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., strength: _Optional[float] = ..., guidance_scale: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., scheduler: _Optional[str] = ..., controls: _Optional[_Iterable[_Union[ControlUnit, _Mapping]]] = ..., output_format: _Optional[_Union[_image_pb2.ImageFormat, str]] = ..., reuse_threshold: _Optional[float] = ...) -> None: ...
+    loras: _containers.RepeatedCompositeFieldContainer[LoraWeight]
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., strength: _Optional[float] = ..., guidance_scale: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., scheduler: _Optional[str] = ..., controls: _Optional[_Iterable[_Union[ControlUnit, _Mapping]]] = ..., output_format: _Optional[_Union[_image_pb2.ImageFormat, str]] = ..., reuse_threshold: _Optional[float] = ..., loras: _Optional[_Iterable[_Union[LoraWeight, _Mapping]]] = ...) -> None: ...
 
 class LiveFrame(_message.Message):
     __slots__ = ("id", "image", "controls")
