@@ -251,6 +251,7 @@ class Limits:
     max_queue: int
     max_batch: int
     max_message_bytes: int
+    max_canvas_pixels: int  # an output made in tiles; each tile is at most max_pixels
 
 
 @dataclass(frozen=True)
@@ -292,7 +293,8 @@ class LiveConfig:
     frame brings one image per unit, in order. steps 1 to 4; steps x strength must leave at
     least one step; guidance_scale <= 1 runs without classifier-free guidance (fast);
     width/height 0 take the frame's size; reuse_threshold > 0 lets a frame that differs from
-    the last processed one by less (mean absolute difference, 0..1) reuse its output."""
+    the last processed one by less (mean absolute difference, 0..1) reuse its output;
+    tiling "x", "y" or "xy" makes every result tile seamlessly (None: no tiling)."""
 
     prompt: str
     negative_prompt: str = ""
@@ -307,6 +309,7 @@ class LiveConfig:
     output_format: str = "raw"
     reuse_threshold: float = 0.0
     model: str | None = None
+    tiling: str | None = None
 
 
 @dataclass

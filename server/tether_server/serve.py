@@ -45,7 +45,7 @@ def check_arguments(args: argparse.Namespace) -> str | None:
             f"refusing to listen on {args.host} without --token or --tls-cert/--tls-key: "
             "anyone on the network could use the GPU; pass --insecure to do it anyway"
         )
-    for name in ("max_queue", "max_batch", "max_pixels", "max_steps"):
+    for name in ("max_queue", "max_batch", "max_pixels", "max_canvas_pixels", "max_steps"):
         if getattr(args, name) < 1:
             return f"--{name.replace('_', '-')} must be at least 1"
     return None
@@ -117,6 +117,7 @@ async def serve(args: argparse.Namespace) -> None:
         max_queue=args.max_queue,
         max_batch=args.max_batch,
         max_message_bytes=connection.MAX_MESSAGE_BYTES,
+        max_canvas_pixels=args.max_canvas_pixels,
     )
     server = grpc.aio.server(
         interceptors=[TokenAuth(args.token)] if args.token else [],
@@ -149,7 +150,12 @@ async def serve(args: argparse.Namespace) -> None:
 
     # 1. Models load and warm up off the event loop, which keeps answering health checks.
     models = await asyncio.to_thread(load_models, args)
-    engine = Engine(models, max_pixels=args.max_pixels, max_steps=args.max_steps)
+    engine = Engine(
+        models,
+        max_pixels=args.max_pixels,
+        max_canvas_pixels=args.max_canvas_pixels,
+        max_steps=args.max_steps,
+    )
     worker = Worker(engine, max_queue=args.max_queue, max_batch=args.max_batch, warm_up=warm_up)
     worker.start()
     await asyncio.to_thread(worker.ready.wait)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import tiles
 from .engine import Engine, Job, Output
 from .errors import Cancelled, Internal, ResourceExhausted, TetherError
 
@@ -49,7 +50,7 @@ class _Failed:
 class Ticket:
     """A job waiting for or running on the engine, and the way back to its handler."""
 
-    job: Job
+    job: Job | tiles.Canvas
     loop: asyncio.AbstractEventLoop
     items: asyncio.Queue = field(default_factory=asyncio.Queue)
     submitted: float = field(default_factory=time.perf_counter)
@@ -99,7 +100,9 @@ class Worker:
                 raise self._queue_full()
 
     async def run(
-        self, job: Job, progress: Callable[[int, int, np.ndarray | None], Any] | None = None
+        self,
+        job: Job | tiles.Canvas,
+        progress: Callable[[int, int, np.ndarray | None], Any] | None = None,
     ) -> AsyncIterator[Queued | Done | Any]:
         """Run `job` (checked by `engine.check`) and yield what happens to it, in order:
         Queued(position) while it waits, `progress(step, total, preview)`'s value after each
@@ -161,12 +164,12 @@ class Worker:
 
     def _take_batch(self) -> list[Ticket]:
         first = self._waiting.pop(0)
-        key = self.engine.batch_key(first.job)
+        key = tiles.batch_key(self.engine, first.job)
         batch = [first]
         for ticket in list(self._waiting):
             if len(batch) == self.max_batch:
                 break
-            if self.engine.batch_key(ticket.job) == key:
+            if tiles.batch_key(self.engine, ticket.job) == key:
                 batch.append(ticket)
                 self._waiting.remove(ticket)
         return batch
@@ -178,7 +181,7 @@ class Worker:
     def _run_batch(self, batch: list[Ticket]) -> None:
         started = time.perf_counter()
         try:
-            outputs = self.engine.run([ticket.job for ticket in batch])
+            outputs = tiles.run(self.engine, [ticket.job for ticket in batch], self.max_batch)
         except Exception as error:  # reported to every client of the batch, then serve on
             log.exception("batch of %d failed", len(batch))
             for ticket in batch:
