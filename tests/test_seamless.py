@@ -79,12 +79,12 @@ def roll_error(function, x, shift_in, shift_out, dims) -> float:
 @pytest.mark.parametrize("tiling", ["x", "y", "xy"])
 @torch.inference_mode()
 def test_wrapped_networks_commute_with_rolling_on_the_wrapped_axes(
-    tiny_models, inputs, name, tiling
+    seeing_models, inputs, name, tiling
 ):
     """The test that can fail: zero padding (untiled, or the other axis) breaks it, by at
     least 100 times the float error of a wrapped axis."""
-    function, x, shift_in, shift_out = networks(tiny_models, inputs)[name]
-    models = tiny_models.modules()
+    function, x, shift_in, shift_out = networks(seeing_models, inputs)[name]
+    models = seeing_models.modules()
     with seamless.wrapped(models, tiling):
         for axis, dims in (("x", (3,)), ("y", (2,))):
             error = roll_error(function, x, shift_in, shift_out, dims)
@@ -96,29 +96,31 @@ def test_wrapped_networks_commute_with_rolling_on_the_wrapped_axes(
 
 
 @torch.inference_mode()
-def test_xy_is_a1111s_circular_padding_mode_bit_for_bit(tiny_models, inputs):
+def test_xy_is_a1111s_circular_padding_mode_bit_for_bit(seeing_models, inputs):
     latents, context, t = inputs["latents"], inputs["context"], inputs["t"]
-    reference = copy.deepcopy(tiny_models.unet)
+    reference = copy.deepcopy(seeing_models.unet)
     for layer in reference.modules():
         if isinstance(layer, torch.nn.Conv2d):
             layer.padding_mode = "circular"
-    plain = tiny_models.unet(latents, t, encoder_hidden_states=context).sample
-    with seamless.wrapped([tiny_models.unet], "xy"):
-        wrapped = tiny_models.unet(latents, t, encoder_hidden_states=context).sample
+    plain = seeing_models.unet(latents, t, encoder_hidden_states=context).sample
+    with seamless.wrapped([seeing_models.unet], "xy"):
+        wrapped = seeing_models.unet(latents, t, encoder_hidden_states=context).sample
     circular = reference(latents, t, encoder_hidden_states=context).sample
     assert torch.equal(wrapped, circular)
     assert (wrapped - plain).abs().max() > 0.1
 
 
 @torch.inference_mode()
-def test_the_models_are_restored_exactly(tiny_models, inputs):
+def test_the_models_are_restored_exactly(seeing_models, inputs):
     latents, context, t = inputs["latents"], inputs["context"], inputs["t"]
-    before = tiny_models.unet(latents, t, encoder_hidden_states=context).sample
-    with pytest.raises(RuntimeError), seamless.wrapped(tiny_models.modules(), "xy"):
-        assert any("forward" in vars(layer) for layer in tiny_models.unet.modules())
+    before = seeing_models.unet(latents, t, encoder_hidden_states=context).sample
+    with pytest.raises(RuntimeError), seamless.wrapped(seeing_models.modules(), "xy"):
+        assert any("forward" in vars(layer) for layer in seeing_models.unet.modules())
         raise RuntimeError("a run that fails still restores the models")
-    assert not any("forward" in vars(layer) for m in tiny_models.modules() for layer in m.modules())
-    after = tiny_models.unet(latents, t, encoder_hidden_states=context).sample
+    assert not any(
+        "forward" in vars(layer) for m in seeing_models.modules() for layer in m.modules()
+    )
+    after = seeing_models.unet(latents, t, encoder_hidden_states=context).sample
     assert torch.equal(before, after)
 
 
@@ -145,9 +147,9 @@ def wrap_step(image: np.ndarray, axis: int) -> tuple[float, float]:
 
 
 @pytest.fixture(scope="module")
-def textures(tiny_models) -> dict[str, np.ndarray]:
+def textures(seeing_models) -> dict[str, np.ndarray]:
     """The same img2img job (a tileable normal map, a tileable start) in each tiling."""
-    engine = Engine(tiny_models)
+    engine = Engine(seeing_models)
     normals, colour = tileable()
     images = {}
     for tiling in ("none", "x", "y", "xy"):
@@ -185,8 +187,8 @@ def test_without_tiling_the_wrap_edge_is_a_seam(textures):
     assert not np.array_equal(textures["none"], textures["xy"])
 
 
-def test_tiling_is_part_of_the_batch_key(tiny_models):
-    engine = Engine(tiny_models)
+def test_tiling_is_part_of_the_batch_key(seeing_models):
+    engine = Engine(seeing_models)
     job = Job(prompt="x", steps=2, guidance_scale=7.5, width=64, height=64)
     keys = {engine.batch_key(dataclasses.replace(job, tiling=t)) for t in seamless.TILINGS}
     assert len(keys) == 4

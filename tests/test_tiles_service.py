@@ -8,6 +8,7 @@ import asyncio
 import io
 import subprocess
 import sys
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -17,7 +18,9 @@ import tether.aio
 from conftest import Server
 from PIL import Image
 from tether._proto.tether.v1 import tether_pb2, tether_pb2_grpc
+from tether_server import tiles
 
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "seamless_texture.py"
 ONE_PASS = 128 * 128  # tiles of at most 128^2; the tiny model's native size is 256
 CANVAS = 256 * 256
 TILES = {"tile_size": 64, "tile_overlap": 16}
@@ -87,6 +90,8 @@ def test_a_large_init_image_is_refined_in_tiles_inside_its_mask(address):
     with tether.Client(address) as client:
         result = client.generate(
             "moss",
+            width=256,
+            height=128,
             init_image=init,
             mask=mask,
             mask_blur=0,
@@ -114,6 +119,11 @@ def test_sync_and_async_clients_send_the_same_canvas(address):
         untiled = client.generate("tiles", **{**options, "tiling": None}, **TILES)
     assert sync.data == asyncio.run(generate_async()).data
     assert not np.array_equal(sync.image, untiled.image)
+    # The canvas's tile grid wraps around its edges: the wrap is a step like any other.
+    image = sync.image.astype(np.float32)
+    for axis in (0, 1):
+        steps = np.abs(image - np.roll(image, -1, axis=axis)).mean(axis=(1 - axis, 2))
+        assert steps[-1] <= np.percentile(steps[:-1], 95), axis
 
 
 def request(**fields) -> tether_pb2.GenerateRequest:
@@ -225,3 +235,64 @@ def test_the_cli_upscales_in_tiles(address, tmp_path):
         timeout=60,
     )
     assert refused.returncode == 2 and "--upscale: must be over 1" in refused.stderr
+
+
+def canvas_request(side: int) -> tether_pb2.GenerateRequest:
+    """A large init image whose mask touches one corner tile only: the server decodes and
+    assembles the whole canvas, and runs one tile."""
+    mask = np.zeros((side, side), dtype=np.uint8)
+    mask[:32, :32] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(mask).save(buffer, format="PNG")
+    return request(
+        width=side,
+        height=side,
+        init_image={"encoded": png(side, side)},
+        mask={"encoded": buffer.getvalue()},
+        mask_blur=0,
+        steps=2,
+        **TILES,
+    )
+
+
+def test_a_canvas_costs_its_documented_bytes_per_pixel(tmp_path):
+    """Peak RSS growth of a real server for a 2048^2 canvas over a 1024^2 one, tiles alike:
+    what grows is the canvas's own buffers (the init image and mask as decoded, the blend,
+    the result encoded), within the documented bytes per canvas pixel."""
+    from test_service_limits import MIB, REFUSAL_SLACK, Peak
+
+    running = Server("--max-pixels", str(ONE_PASS)).wait_serving()
+    try:
+        with grpc.insecure_channel(running.address) as channel:
+            stub = tether_pb2_grpc.TetherStub(channel)
+            list(stub.Generate(canvas_request(512), timeout=300))  # pools, lazy imports
+            grown = {}
+            for side in (1024, 2048):
+                with Peak(running.process.pid) as peak:
+                    events = list(stub.Generate(canvas_request(side), timeout=300))
+                assert events[-1].result.image.encoded.startswith(b"\x89PNG")
+                grown[side] = peak.grown
+    finally:
+        running.stop()
+    per_pixel = (grown[2048] - grown[1024]) / (2048**2 - 1024**2)
+    # One-pass costs (jobs.py): the init image (12) and mask (4) kept, plus the canvas's.
+    documented = 12 + 4 + tiles.CANVAS_BYTES_PER_PIXEL
+    print(
+        f"canvas peak RSS: {grown[1024] / MIB:.0f} MiB at 1024^2, {grown[2048] / MIB:.0f} "
+        f"MiB at 2048^2: {per_pixel:.1f} bytes per canvas pixel (documented {documented})"
+    )
+    assert per_pixel < documented + REFUSAL_SLACK / (2048**2 - 1024**2)
+
+
+def test_the_seamless_texture_example_runs(address, tmp_path):
+    """examples/seamless_texture.py, which makes the README's picture."""
+    done = subprocess.run(
+        [sys.executable, EXAMPLE, "--server", address, "--out", tmp_path],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    sizes = {name: Image.open(tmp_path / name).size for name in ("repeat_2x2.png", "texture.png")}
+    assert sizes == {"repeat_2x2.png": (2 * 96 * 2 + 8, 2 * 96), "texture.png": (96, 96)}
+    assert Image.open(tmp_path / "texture_2x.png").size == (192, 192)

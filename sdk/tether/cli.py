@@ -18,6 +18,7 @@ import importlib.util
 import io
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -79,24 +80,22 @@ def _size(text: str) -> int:
     return value
 
 
-def _steps(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more (got {value})")
-    return value
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An option's whole number, refused below `minimum` with the option named."""
+
+    def whole_number(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more (got {value})")
+        return value
+
+    return whole_number
 
 
 def _factor(text: str) -> float:
     value = float(text)
     if not value > 1:
         raise argparse.ArgumentTypeError(f"must be over 1 (got {text}); leave it out for none")
-    return value
-
-
-def _overlap(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more (got {value})")
     return value
 
 
@@ -160,7 +159,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a control unit; repeat for more. :canny finds the edges of a photo on the "
         "server; :invert turns black-on-white line art into a line map",
     )
-    gen.add_argument("--steps", type=_steps, help="denoising steps (default: the server's)")
+    gen.add_argument("--steps", type=_at_least(1), help="denoising steps (default: the server's)")
     gen.add_argument(
         "--seed",
         type=_seed,
@@ -205,14 +204,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     gen.add_argument(
         "--tile-size",
-        type=_steps,
+        type=_at_least(1),
         metavar="PX",
         help="side of the tiles of a large image (--upscale, or an --init over the server's "
         "pixel limit); default: the model's size",
     )
     gen.add_argument(
         "--tile-overlap",
-        type=_overlap,
+        type=_at_least(0),
         metavar="PX",
         help="pixels neighbouring tiles overlap and cross-fade (default: a quarter of a tile)",
     )

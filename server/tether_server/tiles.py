@@ -5,10 +5,11 @@ script and Krita AI Diffusion's upscaler do), not MultiDiffusion's averaging of 
 step's latents over the canvas:
 - every tile is an ordinary engine Job at the model's native size, so the loop, control
   units, batching, previews, cancellation and parity with diffusers are the engine's own,
-  and no tensor of the canvas's size exists: memory is bounded by the tile;
+  and the engine never holds more than a batch of tiles: its memory is bounded by the tile
+  (the canvas's pixels cost CANVAS_BYTES_PER_PIXEL more, in numpy);
 - every tile starts from the canvas's own pixels (the upscaled first pass or the init
   image), so neighbours agree but for the detail each adds, and cross-fading their overlap
-  hides the seam (tests/test_tiles.py measures it);
+  hides the seam (tests/test_tiles_engine.py measures it);
 - MultiDiffusion also hides seams at high strength, but needs a loop over a canvas-sized
   latent and a tiled autoencoder, and runs every tile at every step of one loop.
 
@@ -56,8 +57,8 @@ CANVAS_BYTES_PER_PIXEL = 44
 @dataclass
 class Canvas:
     """A generation made in tiles. `job` holds the settings at the canvas size, its init
-    image, mask and maps included; with an upscale, init_image stays None until the first
-    pass at `first_pass` (width, height) makes it."""
+    image, mask and maps included; with an upscale its init_image is None, and the first
+    pass at `first_pass` (width, height) makes the canvas's start image."""
 
     job: Job
     tile: int
@@ -214,15 +215,12 @@ def run_canvas(engine: Engine, canvas: Canvas, max_batch: int) -> Output | None:
 
 def _first_pass(engine: Engine, job: Job, width: int, height: int, progress) -> Job:
     """The upscale's first pass: txt2img at its own size, the units' maps resized to it."""
-    controls = [
-        dataclasses.replace(
-            unit,
-            image=resize.fit(
-                unit.image, width, height, "resize", engine.control_model(unit.model, "").kind
-            ),
+    controls = []
+    for i, unit in enumerate(job.controls):
+        kind = engine.control_model(unit.model, f"controls[{i}]").kind
+        controls.append(
+            dataclasses.replace(unit, image=resize.fit(unit.image, width, height, "resize", kind))
         )
-        for unit in job.controls
-    ]
     return dataclasses.replace(
         job, width=width, height=height, controls=controls, on_progress=progress.first_pass
     )
