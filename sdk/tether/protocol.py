@@ -75,6 +75,8 @@ DEPTH_BUFFERS = {
     "hardware_reversed": tether_pb2.DEPTH_BUFFER_HARDWARE_REVERSED,
     "positions": tether_pb2.DEPTH_BUFFER_POSITIONS,
 }
+# Seamless tiling: which edges wrap. None (unset) is no tiling.
+TILINGS = {"x": tether_pb2.TILING_X, "y": tether_pb2.TILING_Y, "xy": tether_pb2.TILING_XY}
 NORMAL_SPACES = {"view": tether_pb2.NORMAL_SPACE_VIEW, "world": tether_pb2.NORMAL_SPACE_WORLD}
 
 T = TypeVar("T")
@@ -106,6 +108,10 @@ def generate_request(
     strength: float | None = None,
     mask: ImageInput | None = None,
     mask_blur: float | None = None,
+    tiling: str | None = None,
+    upscale: float | None = None,
+    tile_size: int | None = None,
+    tile_overlap: int | None = None,
     model: str | None = None,
     preview: str | None = None,
     preview_every: int = 1,
@@ -113,7 +119,7 @@ def generate_request(
 ) -> tether_pb2.GenerateRequest:
     """Keyword arguments of `Client.generate` -> GenerateRequest. None leaves the server's
     default (width and height 0 too: the model's size); the server validates ranges and
-    names the field it refuses."""
+    names the field it refuses. `tiling` is "x", "y" or "xy" (seamless), None for none."""
     request = tether_pb2.GenerateRequest()
     _fill(
         request,
@@ -129,6 +135,10 @@ def generate_request(
             "scheduler": scheduler or "",
             "strength": strength,
             "mask_blur": mask_blur,
+            "tiling": _tiling(tiling),
+            "upscale": upscale,
+            "tile_size": tile_size,
+            "tile_overlap": tile_overlap,
             "output_format": _enum(OUTPUT_FORMATS, output_format, "output_format"),
         },
     )
@@ -180,6 +190,7 @@ def live_config_request(config: LiveConfig) -> tether_pb2.LiveRequest:
             "scheduler": config.scheduler or "",
             "output_format": _enum(OUTPUT_FORMATS, config.output_format, "output_format"),
             "reuse_threshold": config.reuse_threshold,
+            "tiling": _tiling(config.tiling),
         },
     )
     for i, unit in enumerate(config.controls):
@@ -279,6 +290,16 @@ def _enum(table: dict[str, int], name: str, field: str) -> int:
     if name not in table:
         raise ValueError(f"{field}: must be one of {', '.join(table)} (got {name!r})")
     return table[name]
+
+
+def _tiling(tiling: str | None) -> int | None:
+    if tiling is None:
+        return None
+    if tiling not in TILINGS:
+        raise ValueError(
+            f"tiling: must be one of {', '.join(TILINGS)}, or None for none (got {tiling!r})"
+        )
+    return TILINGS[tiling]
 
 
 def _matrix(matrix: Any, field: str) -> list[float]:

@@ -260,6 +260,7 @@ class Limits:
     max_queue: int
     max_batch: int
     max_message_bytes: int
+    max_canvas_pixels: int  # an output made in tiles; each tile is at most max_pixels
 
 
 @dataclass(frozen=True)
@@ -319,7 +320,8 @@ class LiveConfig:
     least one step; guidance_scale <= 1 runs without classifier-free guidance (fast);
     width/height 0 take the frame's size; reuse_threshold > 0 lets a frame that differs from
     the last processed one by less (mean absolute difference, 0..1) reuse its output;
-    `loras` as for `Client.generate`."""
+    `loras` as for `Client.generate`; tiling "x", "y" or "xy" makes every result tile
+    seamlessly (None: no tiling)."""
 
     prompt: str
     negative_prompt: str = ""
@@ -335,6 +337,7 @@ class LiveConfig:
     reuse_threshold: float = 0.0
     model: str | None = None
     loras: Sequence[Lora] = ()
+    tiling: str | None = None
 
 
 @dataclass

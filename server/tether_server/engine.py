@@ -17,6 +17,7 @@ reaches the image is the one diffusers performs, in the same order and batch lay
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import threading
 import time
@@ -25,9 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from diffusers.utils.torch_utils import randn_tensor
 
-from . import controlnet, schedulers
+from . import controlnet, initial, schedulers, seamless
 from .catalog import Catalog, ControlEntry
 from .conditioning import PromptEncoder
 from .errors import invalid, shown
@@ -88,6 +88,7 @@ class Job:
     strength: float = 1.0  # with init_image: how much of it is repainted
     # Inpainting, with init_image: (height, width) float32, 1 = repaint, 0 = keep.
     mask: np.ndarray | None = None
+    tiling: str = "none"  # seamless tiling: "none", "x", "y" or "xy" (see `seamless`)
     preview: str = "none"
     preview_every: int = 1
     # Called after every step with (step, total, preview or None); preview is
@@ -108,15 +109,6 @@ class Output:
     decode_ms: float
     batch_size: int
     steps: int  # denoising steps run (img2img runs steps x strength)
-
-
-@dataclass
-class _Inpaint:
-    """What the loop blends back outside the mask at every step."""
-
-    mask: torch.Tensor  # (batch, 1, h, w) latent-size mask, 1 = repaint
-    image_latents: torch.Tensor  # the init images, encoded
-    noise: torch.Tensor  # the noise the init latents were (or would be) noised with
 
 
 @dataclass
@@ -142,6 +134,7 @@ class Engine:
         *,
         catalog: Catalog | None = None,
         max_pixels: int = 1024 * 1024,
+        max_canvas_pixels: int = 4096 * 4096,  # an output made in tiles (`tiles`)
         max_steps: int = 150,
         max_controls: int = MAX_CONTROLS,
         prompt_cache_size: int = 256,
@@ -149,6 +142,7 @@ class Engine:
         registry = self.registry = ModelRegistry.of(models, catalog)
         self.models = registry.last_used()  # the running batch's, set by `run`
         self.max_pixels = max_pixels
+        self.max_canvas_pixels = max_canvas_pixels
         self.max_steps = max_steps
         self.max_controls = max_controls
         self._latent_rgb = torch.tensor(LATENT_RGB, device=registry.device, dtype=registry.dtype)
@@ -161,15 +155,16 @@ class Engine:
 
     # -- validation ----------------------------------------------------------------------
 
-    def check(self, job: Job, *, max_steps: int | None = None) -> None:
+    def check(self, job: Job, *, max_steps: int | None = None, canvas: bool = False) -> None:
         """Raise InvalidArgument or NotFound, naming the field, if the job cannot run.
 
         The one range check of a job. It is cheap and reads no pixel, so the request layer
         (`jobs`) runs it before it decodes any image, with the images still None (an image
         that is None is not checked), and again once they are made. `max_steps` lowers the
-        server's limit (live sessions run 1 to 4 steps).
+        server's limit (live sessions run 1 to 4 steps). A `canvas` is made in tiles by img2img
+        (`tiles`): up to max_canvas_pixels, its tiles up to max_pixels.
         """
-        self.check_size(job.width, job.height)
+        self.check_size(job.width, job.height, canvas)
         max_steps = self.max_steps if max_steps is None else max_steps
         if not 1 <= job.steps <= max_steps:
             raise invalid("steps", f"must be 1 to {max_steps} (got {job.steps})")
@@ -185,16 +180,16 @@ class Engine:
                 f"unknown scheduler {shown(job.scheduler)}; use one of "
                 f"{', '.join(schedulers.SCHEDULERS)}",
             )
+        if job.tiling not in seamless.TILINGS:
+            raise invalid("tiling", f"must be one of {', '.join(seamless.TILINGS)}")
         if job.preview not in PREVIEW_MODES:
             raise invalid("preview", f"must be one of {', '.join(PREVIEW_MODES)}")
         if job.preview_every < 1:
             raise invalid("preview.every", f"must be 1 or more (got {job.preview_every})")
         size = (job.height, job.width, 3)
-        if job.init_image is not None:
-            if job.init_image.shape != size:
-                raise invalid(
-                    "init_image", f"is {_describe(job.init_image)}; must be {_wxh(job)} RGB"
-                )
+        if job.init_image is not None and job.init_image.shape != size:
+            raise invalid("init_image", f"is {_describe(job.init_image)}; must be {_wxh(job)} RGB")
+        if job.init_image is not None or canvas:
             if not 0 < job.strength <= 1:
                 raise invalid("strength", f"must be in (0, 1] (got {job.strength:g})")
             if int(job.steps * job.strength) < 1:
@@ -235,16 +230,18 @@ class Engine:
                     f"is {_describe(unit.image)}; must be the output size {_wxh(job)}, RGB",
                 )
 
-    def check_size(self, width: int, height: int) -> None:
-        """An output size: positive multiples of 8, at most `max_pixels` pixels."""
+    def check_size(self, width: int, height: int, canvas: bool = False) -> None:
+        """An output size: positive multiples of 8, at most `max_pixels` pixels (a canvas:
+        `max_canvas_pixels`)."""
+        max_pixels = self.max_canvas_pixels if canvas else self.max_pixels
         for name, value in (("width", width), ("height", height)):
             if value <= 0 or value % 8:
                 raise invalid(name, f"must be a positive multiple of 8 (got {value})")
-        if width * height > self.max_pixels:
+        if width * height > max_pixels:
             raise invalid(
                 "width",
                 f"{width}x{height} is {width * height} pixels; this server accepts at most "
-                f"{self.max_pixels} (e.g. {_square(self.max_pixels)})",
+                f"{max_pixels} (e.g. {_square(max_pixels)})",
             )
 
     def control_model(self, name: str, where: str) -> ControlEntry:
@@ -296,21 +293,28 @@ class Engine:
             None if job.init_image is None else int(job.steps * job.strength),
             job.mask is not None and job.strength == 1.0,
             job.mask is not None,
+            job.tiling,
         )
 
     # -- the run ---------------------------------------------------------------------------
 
-    @torch.inference_mode()
     def run(self, jobs: list[Job]) -> list[Output | None]:
         """Run compatible jobs (equal `batch_key`, each passed `check`) through one loop.
 
         Returns one Output per job, None for a job cancelled before it finished.
         """
+        with contextlib.ExitStack() as run_scope:
+            return self._run(jobs, run_scope)
+
+    @torch.inference_mode()
+    def _run(self, jobs: list[Job], run_scope: contextlib.ExitStack) -> list[Output | None]:
         first = jobs[0]
         # 0. The jobs' model, loaded if need be; the last one let go so that unloading frees it.
         self.models = None
         models = self.models = self.registry.load(first.model, [u.model for u in first.controls])
         device, dtype = models.device, models.dtype
+        # Seamless tiling: circular padding in the models until the run ends.
+        run_scope.enter_context(seamless.wrapped(models.modules(), first.tiling))
         batch = len(jobs)
         cfg = first.guidance_scale > 1
         started = time.perf_counter()
@@ -337,7 +341,7 @@ class Engine:
 
         # 3. Initial latents from per-job CPU generators (docs/conventions.md, "Seeds").
         generators = [torch.Generator("cpu").manual_seed(job.seed) for job in jobs]
-        latents, inpaint = self._initial_latents(jobs, generators, scheduler, timesteps)
+        latents, inpaint = initial.latents(models, jobs, generators, scheduler, timesteps)
 
         # 4. Control units: the conditioning embedding of each image is computed once here.
         units = [self._prepare_unit(jobs, slot, cfg) for slot in range(len(first.controls))]
@@ -429,44 +433,6 @@ class Engine:
 
     # -- pieces of the run -------------------------------------------------------------------
 
-    def _initial_latents(self, jobs, generators, scheduler, timesteps):
-        """(latents, _Inpaint or None): pure noise, the noised init image, or for
-        inpainting with strength 1 pure noise plus what the loop blends back."""
-        models = self.models
-        device, dtype = models.device, models.dtype
-        scale = models.vae.config.scaling_factor
-        first = jobs[0]
-        shape = (
-            len(jobs),
-            models.unet.config.in_channels,
-            first.height // models.vae_scale_factor,
-            first.width // models.vae_scale_factor,
-        )
-        if first.init_image is None:
-            noise = randn_tensor(shape, generator=generators, device=device, dtype=dtype)
-            return noise * scheduler.init_noise_sigma, None
-        # Encode one image at a time with its own generator, as diffusers does for a list of
-        # generators: the posterior sample draws from the job's generator before the noise.
-        init = []
-        for job, generator in zip(jobs, generators):
-            pixels = _to_tensor(job.init_image, device, dtype) * 2 - 1
-            init.append(models.vae.encode(pixels).latent_dist.sample(generator))
-        init_latents = torch.cat(init) * scale
-        noise = randn_tensor(init_latents.shape, generator=generators, device=device, dtype=dtype)
-        start = timesteps[:1].repeat(len(jobs))
-        if first.mask is None:
-            return scheduler.add_noise(init_latents, noise, start), None
-        # diffusers' inpaint pipeline also encodes the masked image (for 9-channel UNets);
-        # its posterior sample draws from each generator. Draw the same to keep seeds equal.
-        randn_tensor(init_latents.shape, generator=generators, device=device, dtype=dtype)
-        if first.strength == 1.0:
-            latents = noise * scheduler.init_noise_sigma
-        else:
-            latents = scheduler.add_noise(init_latents, noise, start)
-        hard = np.stack([(job.mask >= 0.5).astype(np.float32) for job in jobs])[:, None]
-        mask = torch.nn.functional.interpolate(torch.from_numpy(hard), size=shape[2:])
-        return latents, _Inpaint(mask.to(device=device, dtype=dtype), init_latents, noise)
-
     def _prepare_unit(self, jobs: list[Job], slot: int, cfg: bool) -> _Unit:
         models = self.models
         device, dtype = models.device, models.dtype
@@ -487,7 +453,7 @@ class Engine:
         owners = [j for _, j in entries]
 
         images = torch.cat(
-            [_to_tensor(jobs[j].controls[slot].image, device, dtype) for j in owners]
+            [initial.to_tensor(jobs[j].controls[slot].image, device, dtype) for j in owners]
         )
         if net.config.controlnet_conditioning_channel_order == "bgr":
             images = torch.flip(images, dims=[1])
@@ -594,12 +560,6 @@ def _take(tensor: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
 def _scatter(values: torch.Tensor, rows: torch.Tensor, total: int) -> torch.Tensor:
     zeros = values.new_zeros((total, *values.shape[1:]))
     return zeros.index_add(0, rows, values)
-
-
-def _to_tensor(image: np.ndarray, device, dtype) -> torch.Tensor:
-    """(H, W, 3) float32 in [0, 1] -> (1, 3, H, W), as diffusers' numpy_to_pt."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-    return tensor.permute(2, 0, 1)[None].to(device=device, dtype=dtype)
 
 
 def _sync_time(device: torch.device) -> float:
