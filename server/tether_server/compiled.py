@@ -19,9 +19,9 @@ captured on first use, so the first job of a new size or unit set pays for it: a
 second for graphs, a minute or more per new shape for compile. `compile_s` totals it.
 
 A step that conditions only some rows (a unit in `control` mode under guidance, jobs of a
-batch whose windows differ, a cancelled job) runs eagerly, as in exact mode. Anything that
-changes the networks in place without changing their weights' storage (adapters switched,
-padding modes patched) must call `reset`, or the graphs replay the old networks.
+batch whose windows differ, a cancelled job) runs eagerly, as in exact mode. A change of
+model set, of active LoRAs or of seamless tiling (which change the networks in place)
+forgets every capture (`use`): alternating between them captures again each time.
 """
 
 from __future__ import annotations
@@ -97,7 +97,9 @@ class Fast:
         self.mode = mode
         self.compile_s = 0.0  # time spent capturing or compiling buckets
         self._buckets: dict[tuple, Callable[[list], torch.Tensor]] = {}
-        self._models: object = None  # the model set the buckets were captured for
+        # The model set and the networks' state the buckets were captured for.
+        self._models: object = None
+        self._state: tuple = ()
         self._channels_last: set[int] = set()
         self._run_unet, self._run_controlnet = unet_forward, controlnet.forward
         if mode == "compile":
@@ -119,13 +121,15 @@ class Fast:
         """Forget every captured bucket (they are captured again on next use)."""
         self._buckets.clear()
 
-    def use(self, models: object) -> None:
-        """The engine runs on the model set `models` now. Switching models forgets the other
-        one's buckets: they hold its networks, which the registry may be unloading, and
-        bucket keys name networks by id, which a freed network's successor can reuse."""
-        if models is not self._models:
+    def use(self, models: object, state: tuple = ()) -> None:
+        """The engine runs on the model set `models` with its networks in `state` (the
+        active LoRAs and their weights, the seamless tiling) now. A change forgets every
+        bucket: captures hold the networks as they were (the LoRA layers and scales, the
+        convolutions' padding), the registry may be unloading the old model set, and bucket
+        keys name networks by id, which a freed network's successor can reuse."""
+        if models is not self._models or state != self._state:
             self.reset()
-            self._models = models
+            self._models, self._state = models, state
 
     def step(self, unet, units, step, total, sample, t, context, cond) -> torch.Tensor | None:
         """The engine loop's noise prediction for step `step` of `total` over `units`

@@ -71,6 +71,7 @@ def build_engine(args: argparse.Namespace) -> Engine:
     return Engine(
         registry,
         max_pixels=args.max_pixels,
+        max_canvas_pixels=args.max_canvas_pixels,
         max_steps=args.max_steps,
         fast=args.fast,
         taesd_final=args.taesd_final,
@@ -106,6 +107,7 @@ def listing(engine: Engine, args: argparse.Namespace) -> tether_pb2.ListModelsRe
     catalog = engine.registry.catalog
     limits = tether_pb2.Limits(
         max_pixels=args.max_pixels,
+        max_canvas_pixels=args.max_canvas_pixels,
         max_steps=args.max_steps,
         max_controls=MAX_CONTROLS,
         max_queue=args.max_queue,
@@ -127,6 +129,8 @@ def listing(engine: Engine, args: argparse.Namespace) -> tether_pb2.ListModelsRe
         ],
         schedulers=list(schedulers.SCHEDULERS),
         limits=limits,
+        loras=[tether_pb2.LoraModel(name=name) for name in catalog.loras],
+        embeddings=[tether_pb2.Embedding(name=name) for name in catalog.embeddings],
     )
 
 
@@ -369,7 +373,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fast", choices=compiled.MODES, help="see compiled.py; default: exact")
     parser.add_argument("--stream-batch", action="store_true", help="see stream.py")
     parser.add_argument("--taesd-final", action="store_true", help="see autoencoders.py")
-    for name in ("--max-queue", "--max-batch", "--max-pixels", "--max-steps"):
+    for name in (
+        "--max-queue",
+        "--max-batch",
+        "--max-pixels",
+        "--max-canvas-pixels",
+        "--max-steps",
+    ):
         parser.add_argument(name, type=int, required=True)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -94,7 +94,8 @@ class LiveFrames:
                 await asyncio.to_thread(
                     images.encode, output.image, config.output_format, result.image
                 )
-                # A similar frame keeps the inputs it was compared with: drift adds up.
+                # A similar frame keeps the inputs it was compared with: slow drift still
+                # adds up past the threshold.
                 self.last = _Last(self.last.inputs if similar else inputs, result.image)
                 if stream is not None:
                     answered, arrived = stream.answered

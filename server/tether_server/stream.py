@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import autoencoders, compiled, controlnet, schedulers
+from . import autoencoders, compiled, controlnet, initial, schedulers
 from .engine import Engine, Job, Output
 
 # Schedulers whose step depends on nothing but the step index: rows can be at any step.
@@ -144,7 +144,9 @@ class StreamBatch:
             self._setup = _prepare(engine, job, key)
         setup = self._setup
         generator = torch.Generator("cpu").manual_seed(job.seed)
-        latents, _ = engine._initial_latents([job], [generator], setup.stages[0], setup.timesteps)
+        latents, _ = initial.latents(
+            engine.models, [job], [generator], setup.stages[0], setup.timesteps
+        )
         slots = [_slot(engine, job, k, setup.cfg) for k in range(len(job.controls))]
         self._entries.append(_Entry(frame_id, arrived, job, generator, latents, slots))
 
@@ -219,9 +221,11 @@ def _prepare(engine: Engine, job: Job, key: tuple) -> _Setup:
         stage.set_timesteps(job.steps, device=models.device)
         stage.set_begin_index(t_start + k)
         stages.append(stage)
-    embeds = engine._encode(job.prompt)
-    if cfg:
-        embeds = torch.cat([engine._encode(job.negative_prompt), embeds])
+    # The engine has activated the job's LoRAs (Engine.run), which the text encoder sees.
+    negatives = [job.negative_prompt] if cfg else None
+    embeds = engine.prompts(job.model).batch(
+        models.text_encoder, [job.prompt], negatives, engine.loras(models).text_encoder_key
+    )
     step_kwargs = {}
     if "eta" in inspect.signature(stages[0].step).parameters:
         step_kwargs["eta"] = schedulers.eta(job.scheduler)
