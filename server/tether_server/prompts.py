@@ -9,6 +9,10 @@
   These are A1111's rules; `conditioning` turns the result into CLIP embeddings.
 
 Not read: A1111's prompt editing (`[a:b:0.5]`, `[a|b]`), whose brackets are emphasis here.
+
+Why not compel: it reads its own syntax (`ball++`, `(ball)1.3`, `.and()`), not A1111's, and
+splits long prompts into 75-token chunks blindly (no comma backtrack, no BREAK), so prompts
+copied from A1111 would mean something else. A1111's rules are short enough to hold here.
 """
 
 from __future__ import annotations
