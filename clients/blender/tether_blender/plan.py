@@ -24,7 +24,7 @@ from .connection import ClientConfig, address_problem, describe, open_client
 from .passes import Passes, PassesError, render_passes, render_size
 from .preferences import client_config
 from .projection import CameraSnapshot, snapshot_camera
-from .settings import MAX_SEED, TetherSettings, unit_options, units
+from .settings import MAX_SEED, TetherSettings, chosen_loras, tiling, unit_options, units
 
 __all__ = [
     "LIST_MODELS_TIMEOUT",
@@ -32,6 +32,7 @@ __all__ = [
     "Request",
     "UserError",
     "check_request",
+    "check_server",
     "prepare",
     "render_view",
 ]
@@ -92,7 +93,7 @@ def prepare(context: bpy.types.Context) -> Plan:
     return Plan(
         config=request.config,
         prompt=request.prompt,
-        options={**request.options, "controls": controls},
+        options={**request.options, "controls": controls, "tiling": tiling(settings)},
         width=request.width,
         height=request.height,
         camera=snapshot,
@@ -107,25 +108,9 @@ def check_request(context: bpy.types.Context) -> Request:
     settings: TetherSettings = scene.tether
     width, height = render_size(scene)
     check_settings(settings, width, height)
-
-    config = client_config(context)
-    problem = address_problem(config, online_access=bpy.app.online_access)
-    if problem:
-        raise UserError(problem)
-    model_list = list_models(config)
-
-    model = settings.model.strip()
-    base_names = [m.name for m in model_list.models]
-    if model and model not in base_names:
-        raise UserError(f"The server has no model {model!r}; it has: {', '.join(base_names)}")
-    limits = model_list.limits
-    if limits.max_pixels and width * height > limits.max_pixels:
-        raise UserError(
-            f"Render size {width}x{height} is over the server's limit of {limits.max_pixels} "
-            "pixels: lower the resolution or its percentage"
-        )
-    if limits.max_steps and settings.steps > limits.max_steps:
-        raise UserError(f"Steps: the server allows at most {limits.max_steps}")
+    config, model_list, options = check_server(
+        context, width, height, "lower the render resolution or its percentage"
+    )
 
     enabled = []
     for kind, unit in units(settings):
@@ -137,16 +122,6 @@ def check_request(context: bpy.types.Context) -> Request:
             wanted = repr(unit.model) if unit.model.strip() else f"a {kind} model"
             raise UserError(f"The server has no {wanted} for the {kind} unit (it has: {offered})")
         enabled.append((kind, name, unit_options(unit)))
-
-    options: dict[str, Any] = {
-        "negative_prompt": settings.negative_prompt,
-        "seed": choose_seed(settings),
-        "steps": settings.steps,
-        "width": width,
-        "height": height,
-        "model": model or None,
-        "preview": None if settings.preview == "NONE" else settings.preview.lower(),
-    }
     return Request(
         config=config,
         prompt=settings.prompt,
@@ -155,6 +130,56 @@ def check_request(context: bpy.types.Context) -> Request:
         height=height,
         units=tuple(enabled),
     )
+
+
+def check_server(
+    context: bpy.types.Context, width: int, height: int, size_fix: str
+) -> tuple[ClientConfig, tether.ModelList, dict[str, Any]]:
+    """Ask the server what it offers and check the panel's model, LoRAs, size and steps
+    against it (``size_fix`` tells the user how to make the size smaller). Returns the
+    client config, the server's list and the request's options (keyword arguments of
+    tether.Client.stream) that every mode shares."""
+    settings: TetherSettings = context.scene.tether
+    config = client_config(context)
+    problem = address_problem(config, online_access=bpy.app.online_access)
+    if problem:
+        raise UserError(problem)
+    model_list = list_models(config)
+
+    model = settings.model.strip()
+    base_names = [m.name for m in model_list.models]
+    if model and model not in base_names:
+        raise UserError(f"The server has no model {model!r}; it has: {', '.join(base_names)}")
+    loras = chosen_loras(settings)
+    offered = [lora.name for lora in model_list.loras]
+    names = [name for name, _ in loras]
+    for name in names:
+        if name not in offered:
+            raise UserError(
+                f"LoRAs: the server has no LoRA {name!r}; it has: {', '.join(offered) or 'none'}"
+            )
+        if names.count(name) > 1:
+            raise UserError(f"LoRAs: {name!r} is chosen twice; keep one row per LoRA")
+    limits = model_list.limits
+    if limits.max_pixels and width * height > limits.max_pixels:
+        raise UserError(
+            f"Size {width}x{height} is over the server's limit of {limits.max_pixels} "
+            f"pixels: {size_fix}"
+        )
+    if limits.max_steps and settings.steps > limits.max_steps:
+        raise UserError(f"Steps: the server allows at most {limits.max_steps}")
+
+    options: dict[str, Any] = {
+        "negative_prompt": settings.negative_prompt,
+        "seed": choose_seed(settings),
+        "steps": settings.steps,
+        "width": width,
+        "height": height,
+        "model": model or None,
+        "loras": [tether.Lora(name, weight) for name, weight in loras],
+        "preview": None if settings.preview == "NONE" else settings.preview.lower(),
+    }
+    return config, model_list, options
 
 
 def render_view(
