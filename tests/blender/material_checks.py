@@ -7,7 +7,9 @@ clients/blender on PYTHONPATH:
         [--picture docs/blender_tileable.png]
 
 This script measures; the pytest side holds the expectations. ``--picture`` also renders
-the README's picture: the untiled and the tiled albedo, each repeated 2 x 2 on a plane.
+the README's picture: the untiled and the tiled albedo, each repeated 2 x 2 on a plane
+(docs/blender_tileable.png is that render quantised to 256 colours with pillow, to keep
+the repository small).
 """
 
 from __future__ import annotations
