@@ -85,6 +85,13 @@ def test_generate_sends_the_chosen_model_and_loras(results: dict[str, Any]) -> N
     assert loras["same_request_same_picture"]
     assert loras["without_loras_max_diff"] > 10
     assert loras["other_model_max_diff"] > 10
+    # The panel draws a row per LoRA, each with its remove button, then Add LoRA.
+    panel = loras["panel"]
+    assert panel["problems"] == []
+    assert panel["operators"][:5] == ["tether.refresh_models"] + ["tether.remove_lora"] * 3 + [
+        "tether.add_lora"
+    ]
+    assert panel["props"].count("lora") == 3
 
 
 def test_generate_sends_the_tiling(results: dict[str, Any]) -> None:

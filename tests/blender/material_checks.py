@@ -29,6 +29,7 @@ import tether.maps
 from addon_checks import (
     ADDON,
     StreamRecorder,
+    draw_panel,
     enable,
     generate_expecting_error,
     last,
@@ -132,8 +133,9 @@ def check_loras(recorder: StreamRecorder, server: str) -> dict[str, Any]:
     s.model = "brick"
     set_loras(("detail", 0.5, True), ("style", 1.0, True), ("missing", 1.0, False))
     select_only("Cube")
+    panel = draw_panel()
     changes = {"without_loras": {"loras": []}, "other_model": {"model": "stone"}}
-    measured = generate_and_resend(recorder, server, changes)
+    measured = {**generate_and_resend(recorder, server, changes), "panel": panel}
     s.model = ""
     set_loras()
     return measured

@@ -1,9 +1,9 @@
 """What the server offers (ListModels), remembered for the panel's model and LoRA fields.
 
-The model and LoRA fields are text fields with a search list (a dynamic EnumProperty would store an
-index that turns into another model when the server's list changes). Blender asks for the
-search list while the user types, so it must come from memory, never from the network:
-the operators fetch it (Refresh, Generate) and store it here.
+The model and LoRA fields are text fields with a search list (a dynamic EnumProperty would
+store an index that turns into another model when the server's list changes). Blender asks
+for the search list while the user types, so it must come from memory, never from the
+network: the operators fetch it (Refresh, Generate, ...) and store it here.
 """
 
 from __future__ import annotations
