@@ -33,6 +33,7 @@ __all__ = [
     "UserError",
     "check_request",
     "check_server",
+    "control_model",
     "prepare",
     "render_view",
 ]
@@ -116,11 +117,7 @@ def check_request(context: bpy.types.Context) -> Request:
     for kind, unit in units(settings):
         if not unit.enabled:
             continue
-        name = catalog.control_for(model_list, kind, unit.model.strip())
-        if name is None:
-            offered = ", ".join(catalog.control_names(kind)) or "none"
-            wanted = repr(unit.model) if unit.model.strip() else f"a {kind} model"
-            raise UserError(f"The server has no {wanted} for the {kind} unit (it has: {offered})")
+        name = control_model(model_list, kind, unit.model, f"the {kind} unit")
         enabled.append((kind, name, unit_options(unit)))
     return Request(
         config=config,
@@ -130,6 +127,17 @@ def check_request(context: bpy.types.Context) -> Request:
         height=height,
         units=tuple(enabled),
     )
+
+
+def control_model(model_list: tether.ModelList, kind: str, chosen: str, use: str) -> str:
+    """The server's control model for a map of ``kind``: ``chosen`` (a unit's Model field),
+    or with "" its first of that kind; UserError naming ``use`` if it has none."""
+    name = catalog.control_for(model_list, kind, chosen.strip())
+    if name is None:
+        offered = ", ".join(catalog.control_names(kind)) or "none"
+        wanted = repr(chosen) if chosen.strip() else f"a {kind} model"
+        raise UserError(f"The server has no {wanted} for {use} (it has: {offered})")
+    return name
 
 
 def check_server(

@@ -29,12 +29,12 @@ import tether.maps
 from tether import background
 from tether.background import UserError
 
-from . import catalog, images
+from . import images
 from .connection import ClientConfig, open_client
 from .generation import Run
 from .materials import assign_everywhere, tileable_material
 from .mesh_data import active_uv_map
-from .plan import check_server
+from .plan import check_server, control_model
 from .settings import TetherSettings
 
 __all__ = ["MaterialPlan", "TileableMaterial", "normal_map_image", "prepare_material"]
@@ -81,11 +81,7 @@ def prepare_material(context: bpy.types.Context) -> MaterialPlan:
     config, model_list, options = check_server(
         context, size, size, "lower the Tileable Material's Size"
     )
-    model = catalog.control_for(model_list, "normal", settings.normal.model.strip())
-    if model is None:
-        offered = ", ".join(catalog.control_names("normal")) or "none"
-        wanted = repr(settings.normal.model) if settings.normal.model.strip() else "a normal model"
-        raise UserError(f"The server has no {wanted} for the normal map (it has: {offered})")
+    model = control_model(model_list, "normal", settings.normal.model, "the normal map")
     start = settings.material_start_image
     if start is not None:
         if tuple(start.size) != (size, size):
