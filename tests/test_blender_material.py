@@ -156,3 +156,14 @@ def test_the_albedo_is_seamless_and_the_untiled_request_is_not(results: dict[str
         assert step <= typical, f"a seam along {axis}: {step:.4f} > {typical:.4f}"
     step, typical = material["untiled"]["x"]
     assert step > 1.3 * typical
+
+
+def test_a_directx_normal_map_is_read_green_down_and_flipped_in_the_material(
+    results: dict[str, Any],
+) -> None:
+    directx = part(results, "directx")
+    assert directx["error"] is None and not directx["init_image"]
+    # The same normals stored green-down give the same control map.
+    assert directx["map_vs_expected_max_diff"] < 0.01
+    assert directx["green_path"] == ["ShaderNodeCombineColor", "ShaderNodeMath", "SUBTRACT", 1.0]
+    assert directx["flip_reads_green"] == "Green"

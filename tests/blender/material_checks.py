@@ -67,6 +67,7 @@ def main() -> int:
     section(results, "material_faults", check_material_faults)
     keep = args.picture is not None
     section(results, "material", lambda: check_material(recorder, args.server, keep))
+    section(results, "directx", lambda: check_directx(recorder))
     if args.picture:
         section(results, "picture", lambda: render_picture(results, args.picture))
     args.out.write_text(json.dumps(results, indent=1))
@@ -301,6 +302,40 @@ def check_material(recorder: StreamRecorder, server: str, keep_untiled: bool) ->
     }
 
 
+def check_directx(recorder: StreamRecorder) -> dict[str, Any]:
+    """The same normals in a DirectX-style image (green down), chosen in the panel rather
+    than found in the material, on another plane, at 64 x 64 from the prompt alone."""
+    s = settings()
+    size = 64
+    normals = tileable_normals(size)
+    flipped = normals * np.array([1.0, -1.0, 1.0])
+    s.material_normal_map = new_image("Stone Normal DX", (flipped + 1) / 2, data=True)
+    s.material_green_down, s.material_size, s.material_start_image = True, size, None
+    add_plane("Wall", (0, 0, -3))
+    recorder.calls.clear()
+    error = tileable_expecting_error()
+    s.material_normal_map, s.material_green_down = None, False
+    _, options = recorder.calls[-1]
+    (control,) = options["controls"]
+    expected = tether.maps.normals_from_view(normals)
+    nodes = bpy.data.objects["Wall"].material_slots[0].material.node_tree.nodes
+    normal_map = next(n for n in nodes if n.bl_idname == "ShaderNodeNormalMap")
+    join = normal_map.inputs["Color"].links[0].from_node
+    flip = join.inputs["Green"].links[0].from_node
+    return {
+        "error": error,
+        "init_image": "init_image" in options,
+        "map_vs_expected_max_diff": float(np.abs(np.asarray(control.image) - expected).max()),
+        "green_path": [
+            join.bl_idname,
+            flip.bl_idname,
+            flip.operation,
+            flip.inputs[0].default_value,
+        ],
+        "flip_reads_green": flip.inputs[1].links[0].from_socket.name,
+    }
+
+
 def render_picture(results: dict[str, Any], path: Path) -> dict[str, Any]:
     """Two planes seen from above under a low sun: left the untiled picture, right the
     tiled albedo, each in the add-on's material repeated 2 x 2 with the normal map."""
@@ -317,7 +352,7 @@ def render_picture(results: dict[str, Any], path: Path) -> dict[str, Any]:
     left.data.materials.append(
         tileable_material("Untiled", image, normal, "UVMap", repeat=2, green_down=False)
     )
-    for name in ("Sphere", "Cube"):
+    for name in ("Sphere", "Cube", "Wall"):
         bpy.data.objects[name].hide_render = True
     scene = bpy.context.scene
     camera = scene.camera
