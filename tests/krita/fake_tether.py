@@ -103,8 +103,10 @@ class FakeTether(tether_pb2_grpc.TetherServicer):
         return self.models
 
     def Preprocess(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        """Vertical lines every 4 pixels, at the requested size."""
-        edges = np.zeros((request.height, request.width, 3), dtype=np.uint8)
+        """Vertical lines every 4 pixels, at the requested size or the image's own."""
+        raw = request.control.image.raw
+        width, height = (request.width, request.height) if request.width else (raw.width, raw.height)
+        edges = np.zeros((height, width, 3), dtype=np.uint8)
         edges[:, ::4] = 255
         return tether_pb2.PreprocessResponse(image=raw_image(edges))
 
