@@ -120,7 +120,8 @@ def test_repaint_adds_one_layer_masked_to_the_selection(served, depth, profile, 
     assert np.allclose(layer_rgba(doc, "Background"), background, atol=1 / 255)
 
 
-def test_large_canvas_without_selection_is_scaled_down_and_pasted_back(served):
+def test_a_canvas_within_one_pass_is_scaled_to_the_models_size_and_back(served):
+    # 700000 pixels: one pass. Over the server's max_pixels: tests/test_krita_canvas.py.
     doc = FakeDocument(1000, 700, rgba8_canvas(1000, 700))
     client = FakeClient(served, color=(0, 255, 0))
     run_sync(doc, client, Settings(prompt="grass"))
