@@ -73,7 +73,9 @@ def run_scenario(
     (home / "runtime").chmod(0o700)
     command = ["kritarunner", "-s", module]
     if window:
-        command = ["xvfb-run", "--auto-servernum", *command]
+        # A screen as large as a laptop's, for the window's picture (live_scenario).
+        screen = "--server-args=-screen 0 1440x900x24"
+        command = ["xvfb-run", "--auto-servernum", screen, *command]
     else:
         env["QT_QPA_PLATFORM"] = "offscreen"
     process = subprocess.run(

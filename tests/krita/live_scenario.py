@@ -78,6 +78,8 @@ def session(address: str, size: list[int], out: Path, messages: list[str]) -> di
 
     width, height = size
     app = Krita.instance()
+    settings = Settings(address=address, prompt="a red apple", seed=1, live_steps=2)
+    plugin.store_settings(settings)  # what the window's own Tether docker shows
     document = app.createDocument(width, height, "live", "RGBA", "U8", "", 72.0)
     window = app.openWindow()
     window.addView(document)  # the active document from now on
@@ -85,7 +87,6 @@ def session(address: str, size: list[int], out: Path, messages: list[str]) -> di
     (out / "selection.raw").write_bytes(make_selection(document, "disc"))
     background = document.rootNode().childNodes()[0]
     panel = docker.TetherDocker()
-    settings = Settings(address=address, prompt="a red apple", seed=1, live_steps=2)
     panel._load(settings)
     live = plugin.instance().live
     # The plugin's menu actions, made for each window (Tools > Scripts).
@@ -107,6 +108,7 @@ def session(address: str, size: list[int], out: Path, messages: list[str]) -> di
     result["second"] = wait_for(lambda: live.shown_frame >= 2, FRAME_TIMEOUT_S)
     result["shown_frame"] = live.shown_frame
     dump(document, LiveLayer.NAME, out / "live2.raw")
+    result["picture"] = picture(window, out / "krita_live.png")
     result["repaint_while_live"] = plugin.instance().repaint(document, settings)
     result["alerts"] = list(messages)
 
@@ -185,6 +187,19 @@ def live_threads() -> list[str]:
 def dump(document, name: str, path: Path) -> None:
     node = next(n for n in document.rootNode().childNodes() if n.name() == name)
     path.write_bytes(bytes(node.pixelData(0, 0, document.width(), document.height())))
+
+
+def picture(window, path: Path) -> bool:
+    """The window as the user sees it during Live, with its Tether docker shown and the
+    canvas zoomed in: the README's docs/krita_live.png is one of these."""
+    qwindow = window.qwindow()
+    qwindow.resize(1440, 900)
+    for dock in window.dockers():
+        if dock.windowTitle() == "Tether":
+            dock.show()
+    window.activeView().canvas().setZoomLevel(3.0)
+    settle()
+    return qwindow.grab().save(str(path))
 
 
 def settle() -> None:
