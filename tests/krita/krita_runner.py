@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -73,17 +74,28 @@ def run_scenario(
     (home / "runtime").chmod(0o700)
     command = ["kritarunner", "-s", module]
     if window:
-        # A screen as large as a laptop's, for the window's picture (live_scenario).
-        screen = "--server-args=-screen 0 1440x900x24"
-        command = ["xvfb-run", "--auto-servernum", screen, *command]
+        command = ["xvfb-run", "--auto-servernum", *command]
     else:
         env["QT_QPA_PLATFORM"] = "offscreen"
-    process = subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=KRITA_TIMEOUT_S
+    # A session of its own: a run past the timeout is ended with everything it started
+    # (xvfb-run leaves Xvfb and Krita behind when only it is killed).
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
+    try:
+        output, _ = process.communicate(timeout=KRITA_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        raise AssertionError(f"Krita ran past {KRITA_TIMEOUT_S} s:\n{output[-3000:]}") from None
     # Not the exit status: Krita 5.1 may crash while quitting after a window was open.
     report_path = out / "report.json"
-    assert report_path.is_file(), f"Krita wrote no report:\n{process.stdout[-3000:]}"
+    assert report_path.is_file(), f"Krita wrote no report:\n{output[-3000:]}"
     report = json.loads(report_path.read_text())
     assert "error" not in report, report["error"]
     return report

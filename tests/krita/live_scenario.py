@@ -20,7 +20,8 @@ import traceback
 from pathlib import Path
 
 from krita import Krita
-from PyQt5.QtCore import QCoreApplication, QEventLoop
+from PyQt5.QtCore import QCoreApplication, QEventLoop, QSize
+from PyQt5.QtGui import QColor, QImage, QPainter
 from repaint_scenario import fill_background, layer_names, make_selection, pixel, wait_for
 
 FRAME_TIMEOUT_S = 90
@@ -79,7 +80,6 @@ def session(address: str, size: list[int], out: Path, messages: list[str]) -> di
     width, height = size
     app = Krita.instance()
     settings = Settings(address=address, prompt="a red apple", seed=1, live_steps=2)
-    plugin.store_settings(settings)  # what the window's own Tether docker shows
     document = app.createDocument(width, height, "live", "RGBA", "U8", "", 72.0)
     window = app.openWindow()
     window.addView(document)  # the active document from now on
@@ -108,7 +108,7 @@ def session(address: str, size: list[int], out: Path, messages: list[str]) -> di
     result["second"] = wait_for(lambda: live.shown_frame >= 2, FRAME_TIMEOUT_S)
     result["shown_frame"] = live.shown_frame
     dump(document, LiveLayer.NAME, out / "live2.raw")
-    result["picture"] = picture(window, out / "krita_live.png")
+    result["picture"] = picture(document, panel, out / "krita_live.png")
     result["repaint_while_live"] = plugin.instance().repaint(document, settings)
     result["alerts"] = list(messages)
 
@@ -189,17 +189,26 @@ def dump(document, name: str, path: Path) -> None:
     path.write_bytes(bytes(node.pixelData(0, 0, document.width(), document.height())))
 
 
-def picture(window, path: Path) -> bool:
-    """The window as the user sees it during Live, with its Tether docker shown and the
-    canvas zoomed in: the README's docs/krita_live.png is one of these."""
-    qwindow = window.qwindow()
-    qwindow.resize(1440, 900)
-    for dock in window.dockers():
-        if dock.windowTitle() == "Tether":
-            dock.show()
-    window.activeView().canvas().setZoomLevel(3.0)
-    settle()
-    return qwindow.grab().save(str(path))
+def picture(document, panel, path: Path) -> bool:
+    """The canvas as Live shows it (3x, the live layer on top) beside the Tether docker as
+    it looks then: the README's docs/krita_live.png is one of these. Drawn from the
+    document's projection and the docker's widgets (grabbing the window itself hangs
+    Krita 5.1 on Xvfb)."""
+    zoom, gap = 3, 16
+    canvas = document.projection(0, 0, document.width(), document.height())
+    canvas = canvas.scaled(canvas.width() * zoom, canvas.height() * zoom)
+    side = panel.widget()
+    side.resize(side.sizeHint().expandedTo(QSize(340, 0)))
+    docker_picture = side.grab()
+    width = canvas.width() + gap * 3 + docker_picture.width()
+    height = max(canvas.height(), docker_picture.height()) + gap * 2
+    image = QImage(width, height, QImage.Format_RGB32)
+    image.fill(QColor(49, 49, 49))  # Krita's dark theme
+    painter = QPainter(image)
+    painter.drawImage(gap, gap, canvas)
+    painter.drawPixmap(canvas.width() + gap * 2, gap, docker_picture)
+    painter.end()
+    return image.save(str(path))
 
 
 def settle() -> None:
