@@ -21,8 +21,8 @@ sys.path.insert(0, str(ROOT / "tests" / "krita"))
 
 from fake_tether import FakeClient, served_models  # noqa: E402
 from krita_fakes import FakeDocument, rect_selection, rgba8_canvas  # noqa: E402
+from repaint_rig import layer_rgba, run_sync  # noqa: E402
 from tether_krita import document, pixels  # noqa: E402
-from tether_krita.controller import Outside, RepaintController  # noqa: E402
 from tether_krita.geometry import Rect  # noqa: E402
 from tether_krita.job import layer_bytes, prepare, repaint_job  # noqa: E402
 from tether_krita.settings import Settings  # noqa: E402
@@ -39,49 +39,16 @@ def served(server):
     return served_models(server, loras=("detail", "ink"))
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.statuses: list[str] = []
-        self.ended: list[tuple[str, bool]] = []
-
-    def show_status(self, text: str) -> None:
-        self.statuses.append(text)
-
-    def show_progress(self, step: int, total: int) -> None:
-        pass
-
-    def job_ended(self, message: str, is_error: bool) -> None:
-        self.ended.append((message, is_error))
-
-
 def large_document() -> FakeDocument:
     doc = FakeDocument(*CANVAS, rgba8_canvas(*CANVAS))
     doc.setSelection(rect_selection(*CANVAS, SELECTED))
     return doc
 
 
-def repaint(doc: FakeDocument, client: FakeClient, settings: Settings) -> Recorder:
-    """One repaint through the controller, its job run to the end inside start()."""
-    view = Recorder()
-    outside = Outside(
-        client_factory=lambda s: client, start_job=lambda job: job.run(), is_open=lambda d: True
-    )
-    controller = RepaintController(view, outside)
-    assert controller.start(doc, settings)
-    controller.poll()
-    return view
-
-
-def layer_rgba(doc: FakeDocument, name: str) -> np.ndarray:
-    node = next(n for n in doc.root.childNodes() if n.name() == name)
-    fmt = pixels.pixel_format(doc.model, doc.depth, doc.profile)
-    return pixels.decode(bytes(node.data), doc.canvas_width, doc.canvas_height, fmt)
-
-
 def test_a_region_over_the_one_pass_limit_is_sent_at_full_resolution(served):
     doc = large_document()
     client = FakeClient(served, color=(0, 255, 0))
-    view = repaint(doc, client, Settings(prompt="moss"))
+    _, view, _ = run_sync(doc, client, Settings(prompt="moss"))
 
     [(_, request)] = client.requests
     assert (request["width"], request["height"]) == (1352, 1104)  # not squeezed to 512^2
@@ -128,7 +95,7 @@ def test_over_the_canvas_limit_the_region_is_scaled_down_and_the_user_told(serve
     models = served_models(server, loras=())
     models.limits.max_canvas_pixels = 1_200_000
     client = FakeClient(models)
-    view = repaint(large_document(), client, Settings(prompt="moss"))
+    _, view, _ = run_sync(large_document(), client, Settings(prompt="moss"))
     width, height = client.requests[0][1]["width"], client.requests[0][1]["height"]
     assert width * height <= 1_200_000 and width * height > 1_048_576
     assert width % 8 == 0 and height % 8 == 0
@@ -156,7 +123,7 @@ def test_tiling_reads_the_whole_canvas_and_is_sent(served):
     doc = FakeDocument(200, 120, rgba8_canvas(200, 120))
     doc.setSelection(rect_selection(200, 120, Rect(150, 40, 50, 40)))  # at the seam
     client = FakeClient(served)
-    repaint(doc, client, Settings(prompt="tiles", tiling="x", context_percent=0))
+    run_sync(doc, client, Settings(prompt="tiles", tiling="x", context_percent=0))
     [(_, request)] = client.requests
     assert request["tiling"] == "x"
     assert client.messages[0].tiling == tether_pb2.TILING_X
@@ -181,7 +148,7 @@ def test_loras_are_sent_and_unknown_ones_refused(server, served):
     doc = FakeDocument(64, 64, rgba8_canvas(64, 64))
     client = FakeClient(served)
     loras = (tether.Lora("detail", 0.6), tether.Lora("ink", -0.5))
-    repaint(doc, client, Settings(prompt="x", loras=loras))
+    run_sync(doc, client, Settings(prompt="x", loras=loras))
     assert client.requests[0][1]["loras"] == loras
     sent = [(lora.name, round(lora.weight, 3)) for lora in client.messages[0].loras]
     assert sent == [("detail", 0.6), ("ink", -0.5)]
