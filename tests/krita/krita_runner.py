@@ -77,8 +77,9 @@ def run_scenario(
         command = ["xvfb-run", "--auto-servernum", *command]
     else:
         env["QT_QPA_PLATFORM"] = "offscreen"
-    # A session of its own: a run past the timeout is ended with everything it started
-    # (xvfb-run leaves Xvfb and Krita behind when only it is killed).
+    # A session of its own, ended with everything in it once the run is over: xvfb-run can
+    # leave Xvfb behind (when Krita crashes while quitting), and kills neither Xvfb nor
+    # Krita when it is killed itself at the timeout.
     process = subprocess.Popen(
         command,
         env=env,
@@ -90,12 +91,21 @@ def run_scenario(
     try:
         output, _ = process.communicate(timeout=KRITA_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        _end_session(process.pid)
         output, _ = process.communicate()
         raise AssertionError(f"Krita ran past {KRITA_TIMEOUT_S} s:\n{output[-3000:]}") from None
+    _end_session(process.pid)
     # Not the exit status: Krita 5.1 may crash while quitting after a window was open.
     report_path = out / "report.json"
     assert report_path.is_file(), f"Krita wrote no report:\n{output[-3000:]}"
     report = json.loads(report_path.read_text())
     assert "error" not in report, report["error"]
     return report
+
+
+def _end_session(session: int) -> None:
+    """Kill what is left of the process group `session` (the run's own)."""
+    try:
+        os.killpg(session, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # nothing left
