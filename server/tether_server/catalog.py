@@ -496,7 +496,7 @@ def _folder_entry(path: Path, kind: str):
     name = path.stem if path.is_file() else path.name
     where = f"{path.parent.name}/"
     if kind == "base":
-        return _base_entry(name, path, None, None, None, where)
+        return _base_entry(name, path, None, None, None, None, where)
     if kind == "controlnet":
         return _control_entry(name, path, None, None, None, where)
     checkpoints.check(path, kind, where)

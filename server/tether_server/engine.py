@@ -320,11 +320,12 @@ class Engine:
         self.models = None
         models = self.models = self.registry.load(first.model, [u.model for u in first.controls])
         device, dtype = models.device, models.dtype
-        # Seamless tiling: circular padding in the models until the run ends.
-        run_scope.enter_context(seamless.wrapped(models.modules(), first.tiling))
         # 1. The batch's LoRAs (then, below, the text).
         loras = self.loras(models)
         loras.activate(first.loras)
+        # Seamless tiling: circular padding in the models until the run ends; after the
+        # LoRAs, whose first use adds convolutions that must wrap too.
+        run_scope.enter_context(seamless.wrapped(models.modules(), first.tiling))
         if self.fast is not None:  # captures hold the networks as they are now
             self.fast.use(models, (Loras.key(first.loras), first.tiling))
         if first.stream is not None:
