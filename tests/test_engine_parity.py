@@ -38,8 +38,11 @@ def init_image() -> np.ndarray:
     return np.random.default_rng(8).random((SIZE, SIZE, 3), dtype=np.float32)
 
 
-def diffusers_image(models, units, scheduler, *, guess_mode=False, init=None, strength=0.6):
-    """diffusers' pipeline output (float, 0..1) for units = [(name, map, weight, start, end)]."""
+def diffusers_image(
+    models, units, scheduler, *, guess_mode=False, init=None, strength=0.6, **settings
+):
+    """diffusers' pipeline output (float, 0..1) for units = [(name, map, weight, start, end)];
+    `settings` go to the pipeline call (steps, guidance, eta)."""
     nets = [models.controls[name].model for name, *_ in units]
     multi = len(nets) > 1
     cls = (
@@ -68,11 +71,12 @@ def diffusers_image(models, units, scheduler, *, guess_mode=False, init=None, st
     if init is not None:
         images = {"image": torch.from_numpy(init).permute(2, 0, 1)[None], "control_image": control}
         images["strength"] = strength
+    settings = {"num_inference_steps": STEPS, "guidance_scale": 7.5, **settings}
+    if scheduler in schedulers.ETA and "eta" not in settings:
+        settings["eta"] = schedulers.ETA[scheduler]
     return pipe(
         prompt="a lighthouse on a cliff",
         negative_prompt="blurry",
-        num_inference_steps=STEPS,
-        guidance_scale=7.5,
         height=SIZE,
         width=SIZE,
         generator=torch.Generator("cpu").manual_seed(SEED),
@@ -82,6 +86,7 @@ def diffusers_image(models, units, scheduler, *, guess_mode=False, init=None, st
         guess_mode=guess_mode,
         output_type="np",
         **images,
+        **settings,
     ).images[0]
 
 
@@ -124,6 +129,8 @@ CASES = {
     ),
     "two units, window, dpmpp_2m": (["canny", "depth"], [0.8, 1.2], [0, 0.5], [0.5, 1], "dpmpp_2m"),
     "one unit, ddim": (["depth"], [0.7], [0], [1], "ddim"),
+    "two units, window, lcm": (["canny", "normal"], [1.0, 0.6], [0, 0.25], [1, 0.75], "lcm"),
+    "one unit, tcd": (["depth"], [0.9], [0], [1], "tcd"),
 }
 
 
@@ -144,7 +151,7 @@ def test_guess_mode_matches_diffusers(engine, maps, scheduler):
     assert np.array_equal(actual, expected), np.abs(actual - expected).max()
 
 
-@pytest.mark.parametrize("scheduler", ["ddim", "euler_a"])
+@pytest.mark.parametrize("scheduler", ["ddim", "euler_a", "lcm", "tcd"])
 def test_img2img_matches_diffusers(engine, maps, init_image, scheduler):
     units = [("canny", maps["canny"], 0.8, 0, 1), ("depth", maps["depth"], 1.2, 0.3, 1)]
     expected = diffusers_image(engine.models, units, scheduler, init=init_image, strength=0.6)

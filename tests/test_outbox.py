@@ -82,6 +82,21 @@ def test_a_frame_goes_when_the_last_is_answered_and_the_newest_wins() -> None:
     assert outbox.dropped == 2
 
 
+def test_a_result_naming_an_older_frame_answers_the_frame_in_flight() -> None:
+    """A server with stream batching answers frame 2 with frame 1's image (issue 14)."""
+    outbox = Outbox()
+    outbox.put(frame_request(1))
+    assert taken(outbox) == ["frame 1", "wait"]
+    outbox.put(frame_request(2))
+    outbox.answered(1, result=True)
+    assert taken(outbox) == ["frame 2", "wait"]
+    outbox.put(frame_request(3))
+    outbox.answered(1, result=True)  # frame 1 again, sharper: the stream was filling
+    assert taken(outbox) == ["frame 3", "wait"]
+    outbox.answered(0)  # a config's error answers no frame
+    assert taken(outbox) == ["wait"]
+
+
 def test_close_sends_what_waits_then_ends() -> None:
     outbox = Outbox()
     outbox.put(frame_request(1))

@@ -223,7 +223,7 @@ def test_each_preprocessor_lands_in_its_field():
 def test_live_requests_carry_the_sdk_defaults():
     units = [tether.Control("depth", None, preprocessor=tether.Depth())]
     config = protocol.live_config_request(tether.LiveConfig("x", controls=units)).config
-    assert (config.steps, config.strength, config.guidance_scale) == (2, 0.5, 1.0)
+    assert (config.steps, config.strength, config.guidance_scale) == (4, 0.5, 1.0)
     assert not config.controls[0].HasField("image")  # frames bring the images
     colour = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
     frame = protocol.live_frame_request(tether.LiveFrame(3, colour, controls=[colour]))

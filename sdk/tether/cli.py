@@ -330,6 +330,25 @@ def _parser() -> argparse.ArgumentParser:
         default=60.0,
         help="on SIGTERM, how long running jobs may take to finish",
     )
+    # Speed over bit-exactness: the server's compiled.py, stream.py and autoencoders.py.
+    serve.add_argument(
+        "--fast",
+        nargs="?",
+        const="graphs",
+        choices=["graphs", "compile"],
+        help="capture denoising steps per shape on first use: CUDA graphs (the default; "
+        "CUDA only) or torch.compile; within 4/255 of the exact images",
+    )
+    serve.add_argument(
+        "--stream-batch",
+        action="store_true",
+        help="live sessions denoise consecutive frames in one batch (more fps, more lag)",
+    )
+    serve.add_argument(
+        "--taesd-final",
+        action="store_true",
+        help="Generate encodes and decodes with the model's tiny autoencoder too",
+    )
     return parser
 
 

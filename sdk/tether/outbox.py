@@ -59,9 +59,12 @@ class Outbox:
         else:
             self._waiting.append(request)
 
-    def answered(self, frame_id: int) -> None:
-        """The server answered frame `frame_id` (a result or an error)."""
-        if frame_id == self._unanswered:
+    def answered(self, frame_id: int, result: bool = False) -> None:
+        """The server answered: an error naming frame `frame_id` (0: a config's), or a
+        `result`. The server answers each frame it takes once, so a result answers the frame
+        in flight even when it names an older one (a server with stream batching answers
+        with the frame its stream finishes)."""
+        if result or frame_id == self._unanswered:
             self._unanswered = None
 
     def close(self) -> None:
@@ -92,9 +95,11 @@ def _is_frame(request: tether_pb2.LiveRequest) -> bool:
     return request.HasField("frame")
 
 
-def _answered_id(event: tether_pb2.LiveEvent) -> int:
-    answer = event.result if event.WhichOneof("event") == "result" else event.error
-    return answer.frame_id
+def _answer(event: tether_pb2.LiveEvent) -> tuple[int, bool]:
+    """(the frame the event names, whether it is a result)."""
+    if event.WhichOneof("event") == "result":
+        return event.result.frame_id, True
+    return event.error.frame_id, False
 
 
 class _Driver:
@@ -112,7 +117,7 @@ class _Driver:
         self._change(self._outbox.put, request)
 
     def answered(self, event: tether_pb2.LiveEvent) -> None:
-        self._change(self._outbox.answered, _answered_id(event))
+        self._change(self._outbox.answered, *_answer(event))
 
     def close(self) -> None:
         self._change(self._outbox.close)

@@ -326,7 +326,7 @@ class LiveConfig:
     prompt: str
     negative_prompt: str = ""
     controls: Sequence[Control] = ()
-    steps: int = 2
+    steps: int = 4
     strength: float = 0.5
     seed: int = 0
     guidance_scale: float = 1.0

@@ -9,6 +9,7 @@ A TOML file (relative paths are relative to it):
     [models.dreamshaper]                        # a base model; the first one is the default
     path = "dreamshaper_8.safetensors"          # a single file or a diffusers folder
     vae = "vae-ft-mse-840000-ema-pruned.safetensors"   # optional: another VAE
+    taesd = "taesd"                             # optional: a tiny autoencoder (a folder)
     [models.sd15]
     hub = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # a hub id instead of a path
     [controls.depth]
@@ -74,7 +75,7 @@ _KIND_WORDS = {
 }
 
 _TABLE_KEYS = {
-    "models": ("path", "hub", "vae", "config"),
+    "models": ("path", "hub", "vae", "config", "taesd"),
     "controls": ("path", "hub", "kind", "config"),
     "loras": ("path",),
     "embeddings": ("path",),
@@ -104,6 +105,9 @@ class BaseEntry:
     vae: Path | None  # another VAE (a .safetensors file or a diffusers folder), or None
     family: str
     default_size: int
+    # A tiny autoencoder (TAESD: a diffusers AutoencoderTiny folder) for live frames and
+    # previews (`autoencoders`), or None.
+    taesd: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -211,7 +215,8 @@ def _read_toml(file: Path, catalog: Catalog) -> None:
         source = _source(file, entry, where)
         config_dir = _local(file, entry, "config", where) if "config" in entry else None
         vae = _local(file, entry, "vae", where) if "vae" in entry else None
-        _add(catalog, "models", _base_entry(name, *source, config_dir, vae, where))
+        taesd = _local(file, entry, "taesd", where) if "taesd" in entry else None
+        _add(catalog, "models", _base_entry(name, *source, config_dir, vae, taesd, where))
     for name, entry in tables["controls"].items():
         where = f"[controls.{name}]"
         kind = _string(file, f"{where} kind", entry["kind"]) if "kind" in entry else None
@@ -309,6 +314,7 @@ def _base_entry(
     hub: str | None,
     config: Path | None,
     vae: Path | None,
+    taesd: Path | None,
     where: str,
 ) -> BaseEntry:
     if path is not None and path.is_file():
@@ -326,7 +332,23 @@ def _base_entry(
             checkpoints.check(vae, "vae", f"{where} vae")
         else:
             _check_diffusers_folder(vae, "config.json", f"{where} vae")
-    return BaseEntry(name, path, hub, config or SD15_CONFIGS, vae, family, size)
+    if taesd is not None:
+        _check_taesd(taesd, f"{where} taesd")
+    return BaseEntry(name, path, hub, config or SD15_CONFIGS, vae, family, size, taesd)
+
+
+def _check_taesd(folder: Path, where: str) -> None:
+    """A diffusers AutoencoderTiny folder (madebyollin/taesd, saved or downloaded whole)."""
+    _check_diffusers_folder(folder, "config.json", where)
+    try:
+        kind = json.loads((folder / "config.json").read_text()).get("_class_name")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelConfigError(f"{folder}/config.json: {error}") from error
+    if kind != "AutoencoderTiny":
+        raise ModelConfigError(
+            f"{folder}: {where} must be a tiny autoencoder (AutoencoderTiny, e.g. "
+            f"madebyollin/taesd); its config.json says {kind!r}"
+        )
 
 
 def _control_entry(
@@ -474,7 +496,7 @@ def _folder_entry(path: Path, kind: str):
     name = path.stem if path.is_file() else path.name
     where = f"{path.parent.name}/"
     if kind == "base":
-        return _base_entry(name, path, None, None, None, where)
+        return _base_entry(name, path, None, None, None, None, where)
     if kind == "controlnet":
         return _control_entry(name, path, None, None, None, where)
     checkpoints.check(path, kind, where)

@@ -37,3 +37,25 @@ def forward(
         sample = net.mid_block(sample, emb)
     down = [block(r) for r, block in zip(residuals, net.controlnet_down_blocks)]
     return down, net.controlnet_mid_block(sample)
+
+
+def acts(step: int, total: int, start: float, end: float) -> bool:
+    """diffusers' controlnet_keep: a unit acts at step i of n unless i/n < start or
+    (i+1)/n > end. The engine does not run a unit at all where it does not act."""
+    return not (step / total < start or (step + 1) / total > end)
+
+
+def residuals(
+    net: ControlNetModel,
+    sample: torch.Tensor,
+    t: torch.Tensor,
+    context: torch.Tensor,
+    hint: torch.Tensor,
+    scales: torch.Tensor,
+    run=forward,
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """`run`'s residuals (forward, or a compiled forward) scaled per row: `scales` is
+    (rows, residuals), the units' weights times their mode's profile."""
+    down, mid = run(net, sample, t, context, hint)
+    down = [r * scales[:, k].view(-1, 1, 1, 1) for k, r in enumerate(down)]
+    return down, mid * scales[:, -1].view(-1, 1, 1, 1)

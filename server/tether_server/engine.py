@@ -23,11 +23,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from . import controlnet, initial, schedulers, seamless
+from . import autoencoders, compiled, controlnet, initial, schedulers, seamless
 from .catalog import Catalog, ControlEntry
 from .conditioning import PromptEncoder
 from .errors import invalid, shown
@@ -36,18 +37,12 @@ from .lora import check as check_loras
 from .models import ModelSet
 from .registry import ModelRegistry
 
-CONTROL_MODES = ("balanced", "prompt", "control")
-PREVIEW_MODES = ("none", "fast", "full")
-MAX_CONTROLS = 8  # units per job
+if TYPE_CHECKING:
+    from .stream import StreamBatch
 
-# SD 1.5 latent channels -> RGB (rows: latent channels; columns: R, G, B). ComfyUI's
-# coefficients; applied to the predicted clean latent they give a 1/8-size preview for free.
-LATENT_RGB = [
-    [0.3512, 0.2297, 0.3227],
-    [0.3250, 0.4974, 0.2350],
-    [-0.2829, 0.1762, 0.2721],
-    [-0.2120, -0.2616, -0.7177],
-]
+CONTROL_MODES = ("balanced", "prompt", "control")
+PREVIEW_MODES = ("none", "fast", "full")  # see autoencoders.preview
+MAX_CONTROLS = 8  # units per job
 
 # A1111's "My prompt is more important": residual k of n is scaled by 0.825^(n-1-k).
 PROMPT_MODE_DECAY = 0.825
@@ -91,6 +86,10 @@ class Job:
     tiling: str = "none"  # seamless tiling: "none", "x", "y" or "xy" (see `seamless`)
     preview: str = "none"
     preview_every: int = 1
+    autoencoder: str = "full"  # "tiny": the model's TAESD where it has one (autoencoders)
+    # Live stream batching (`stream`): the job's frame enters this stream, and the run
+    # returns the frame the stream finishes.
+    stream: StreamBatch | None = None
     # Called after every step with (step, total, preview or None); preview is
     # (h, w, 3) float32 in [0, 1].
     on_progress: ProgressCallback | None = None
@@ -138,6 +137,9 @@ class Engine:
         max_steps: int = 150,
         max_controls: int = MAX_CONTROLS,
         prompt_cache_size: int = 256,
+        fast: str | None = None,  # a compiled.MODES; None: exact
+        taesd_final: bool = False,  # Generate decodes with the model's TAESD too
+        stream_batch: bool = False,  # live sessions run stream batches (`stream`)
     ) -> None:
         registry = self.registry = ModelRegistry.of(models, catalog)
         self.models = registry.last_used()  # the running batch's, set by `run`
@@ -145,7 +147,9 @@ class Engine:
         self.max_canvas_pixels = max_canvas_pixels
         self.max_steps = max_steps
         self.max_controls = max_controls
-        self._latent_rgb = torch.tensor(LATENT_RGB, device=registry.device, dtype=registry.dtype)
+        self.fast = compiled.Fast(registry.device, fast) if fast else None
+        self.taesd_final = taesd_final
+        self.stream_batch = stream_batch
         self._prompt_cache_size = prompt_cache_size
         # Per base model: prompt encoders (made from its tokenizer, on any thread, kept) and
         # LoRAs (layers in a loaded model's modules: dropped when the model is unloaded).
@@ -180,6 +184,7 @@ class Engine:
                 f"unknown scheduler {shown(job.scheduler)}; use one of "
                 f"{', '.join(schedulers.SCHEDULERS)}",
             )
+        schedulers.check_steps(job.scheduler, job.steps)
         if job.tiling not in seamless.TILINGS:
             raise invalid("tiling", f"must be one of {', '.join(seamless.TILINGS)}")
         if job.preview not in PREVIEW_MODES:
@@ -294,6 +299,8 @@ class Engine:
             job.mask is not None and job.strength == 1.0,
             job.mask is not None,
             job.tiling,
+            job.autoencoder,
+            job.stream,
         )
 
     # -- the run ---------------------------------------------------------------------------
@@ -313,17 +320,25 @@ class Engine:
         self.models = None
         models = self.models = self.registry.load(first.model, [u.model for u in first.controls])
         device, dtype = models.device, models.dtype
-        batch = len(jobs)
-        cfg = first.guidance_scale > 1
-        started = time.perf_counter()
-
-        # 1. The batch's LoRAs, then the text: negative prompts first, as diffusers
-        # concatenates them.
+        # 1. The batch's LoRAs (then, below, the text).
         loras = self.loras(models)
         loras.activate(first.loras)
         # Seamless tiling: circular padding in the models until the run ends; after the
         # LoRAs, whose first use adds convolutions that must wrap too.
         run_scope.enter_context(seamless.wrapped(models.modules(), first.tiling))
+        if self.fast is not None:  # captures hold the networks as they are now
+            self.fast.use(models, (Loras.key(first.loras), first.tiling))
+        if first.stream is not None:
+            return [job.stream.advance(self, job) for job in jobs]
+        batch = len(jobs)
+        # An LCM-distilled UNet takes the guidance scale as an embedding instead of CFG.
+        cond = schedulers.guidance_embedding(
+            models.unet, [j.guidance_scale for j in jobs], device, dtype
+        )
+        cfg = first.guidance_scale > 1 and cond is None
+        started = time.perf_counter()
+
+        # The text: negative prompts first, as diffusers concatenates them.
         negatives = [job.negative_prompt for job in jobs] if cfg else None
         prompts = [job.prompt for job in jobs]
         embeds = self.prompts(first.model).batch(
@@ -352,7 +367,7 @@ class Engine:
         if "generator" in step_params:
             step_kwargs["generator"] = generators
         if "eta" in step_params:
-            step_kwargs["eta"] = 0.0
+            step_kwargs["eta"] = schedulers.eta(first.scheduler)
         guidance = torch.tensor([j.guidance_scale for j in jobs], device=device, dtype=dtype)
         guidance = guidance.view(-1, 1, 1, 1)
         live = [True] * batch
@@ -370,19 +385,20 @@ class Engine:
 
             model_input = torch.cat([latents] * 2) if cfg else latents
             model_input = scheduler.scale_model_input(model_input, t)
-            down, mid = self._control_residuals(units, live, i, total, model_input, t, embeds)
-
-            unet_input, unet_embeds = _take(model_input, rows), _take(embeds, rows)
-            if rows is not None and down is not None:
-                down, mid = [d.index_select(0, rows) for d in down], mid.index_select(0, rows)
-            noise_pred = models.unet(
-                unet_input,
-                t,
-                encoder_hidden_states=unet_embeds,
-                down_block_additional_residuals=down,
-                mid_block_additional_residual=mid,
-                return_dict=False,
-            )[0]
+            noise_pred = None
+            if self.fast is not None and rows is None:
+                args = (units, i, total, model_input, t, embeds, cond)
+                noise_pred = self.fast.step(models.unet, *args)
+            if noise_pred is None:
+                down, mid = self._control_residuals(units, live, i, total, model_input, t, embeds)
+                unet_input, unet_embeds = _take(model_input, rows), _take(embeds, rows)
+                if rows is not None and down is not None:
+                    down = [d.index_select(0, rows) for d in down]
+                    mid = mid.index_select(0, rows)
+                unet_cond = None if cond is None else _take(cond, rows)
+                noise_pred = compiled.unet_forward(
+                    models.unet, unet_input, t, unet_embeds, unet_cond, down, mid
+                )
             if rows is not None:
                 # Cancelled jobs' rows stay in the (small) latent batch for the scheduler's
                 # state, but no network runs for them.
@@ -411,7 +427,7 @@ class Engine:
         if not keep:
             return [None] * batch
         denoised = _sync_time(device)
-        images = self._decode(latents[keep])
+        images = autoencoders.decode(autoencoders.chosen(models, first.autoencoder), latents[keep])
         for k, j in enumerate(keep):
             if jobs[j].mask is not None:
                 # Outside the mask, the init image's own pixels: the VAE round trip would
@@ -487,10 +503,8 @@ class Engine:
         down, mid = None, None
         rows_total = model_input.shape[0]
         for unit in units:
-            # diffusers' controlnet_keep: a unit acts at step i unless i/n < start or
-            # (i+1)/n > end; here an inactive unit is not run at all.
             active = [
-                live[j] and not (step / total < start or (step + 1) / total > end)
+                live[j] and controlnet.acts(step, total, start, end)
                 for j, (start, end) in zip(unit.jobs, unit.windows)
             ]
             if not any(active):
@@ -503,12 +517,8 @@ class Engine:
             full = len(rows) == rows_total
             sample = model_input if full else model_input.index_select(0, rows)
             context = embeds if full else embeds.index_select(0, rows)
-            unit_down, unit_mid = controlnet.forward(
-                unit.net, sample, t, context, _take(unit.hint, picked)
-            )
-            scales = _take(unit.scales, picked)
-            unit_down = [r * scales[:, k].view(-1, 1, 1, 1) for k, r in enumerate(unit_down)]
-            unit_mid = unit_mid * scales[:, -1].view(-1, 1, 1, 1)
+            hint, scales = _take(unit.hint, picked), _take(unit.scales, picked)
+            unit_down, unit_mid = controlnet.residuals(unit.net, sample, t, context, hint, scales)
             if not full:
                 # Rows this unit does not condition get zeros, like diffusers' guess mode.
                 unit_down = [_scatter(r, rows, rows_total) for r in unit_down]
@@ -527,23 +537,9 @@ class Engine:
             preview = None
             due = job.preview != "none" and (step % job.preview_every == 0 or step == total)
             if due:
-                x0 = getattr(result, "pred_original_sample", None)
-                if x0 is None:
-                    x0 = schedulers.predict_x0(scheduler, before, noise_pred, t)
-                preview = self._preview(x0[j : j + 1], job.preview)
+                x0 = schedulers.predict_x0(scheduler, result, before, noise_pred, t)
+                preview = autoencoders.preview(self.models, x0[j : j + 1], job.preview)
             job.on_progress(step, total, preview)
-
-    def _preview(self, x0: torch.Tensor, mode: str) -> np.ndarray:
-        if mode == "fast":
-            rgb = torch.einsum("bchw,cr->bhwr", x0, self._latent_rgb)
-            return ((rgb + 1) / 2).clamp(0, 1)[0].float().cpu().numpy()
-        return self._decode(x0)[0]
-
-    def _decode(self, latents: torch.Tensor) -> list[np.ndarray]:
-        vae = self.models.vae
-        images = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
-        images = (images / 2 + 0.5).clamp(0, 1)
-        return list(images.permute(0, 2, 3, 1).float().cpu().numpy())
 
 
 def _rows(live: list[bool], cfg: bool, device) -> torch.Tensor:

@@ -37,7 +37,7 @@ from tether import connection
 from tether._proto.tether.v1 import tether_pb2
 
 from . import catalog as catalogs
-from . import images, jobs, request_ids, schedulers, wire
+from . import compiled, images, jobs, request_ids, schedulers, wire
 from . import models as model_sets
 from .engine import MAX_CONTROLS, ControlInput, Engine, Job
 from .errors import Internal, ModelConfigError, TetherError, invalid
@@ -73,12 +73,16 @@ def build_engine(args: argparse.Namespace) -> Engine:
         max_pixels=args.max_pixels,
         max_canvas_pixels=args.max_canvas_pixels,
         max_steps=args.max_steps,
+        fast=args.fast,
+        taesd_final=args.taesd_final,
+        stream_batch=args.stream_batch,
     )
 
 
 def warm_up(engine: Engine) -> None:
     """One small job through every control model, so the first client does not pay for
-    lazy initialisation (kernels, allocator)."""
+    lazy initialisation (kernels, allocator). It runs exact: fast mode captures the sizes
+    clients ask for when they first ask (`compiled`), not this one."""
     size = 64
     blank = np.zeros((size, size, 3), dtype=np.float32)
     controls = [ControlInput(name, blank) for name in engine.models.controls]
@@ -90,7 +94,11 @@ def warm_up(engine: Engine) -> None:
         height=size,
         controls=controls,
     )
-    engine.run([job])
+    fast, engine.fast = engine.fast, None
+    try:
+        engine.run([job])
+    finally:
+        engine.fast = fast
 
 
 def listing(engine: Engine, args: argparse.Namespace) -> tether_pb2.ListModelsResponse:
@@ -362,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models-dir", help="ComfyUI or A1111 models folder")
     parser.add_argument("--max-loaded", type=int, default=1, help="base models kept loaded")
     parser.add_argument("--dtype", choices=sorted(DTYPES))
+    parser.add_argument("--fast", choices=compiled.MODES, help="see compiled.py; default: exact")
+    parser.add_argument("--stream-batch", action="store_true", help="see stream.py")
+    parser.add_argument("--taesd-final", action="store_true", help="see autoencoders.py")
     for name in (
         "--max-queue",
         "--max-batch",

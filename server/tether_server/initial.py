@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from . import autoencoders
 from .models import ModelSet
 
 
@@ -28,8 +29,9 @@ def latents(models: ModelSet, jobs: list, generators: list[torch.Generator], sch
     """(latents, Inpaint or None) for a batch of engine Jobs: pure noise, the noised init
     image, or for inpainting with strength 1 pure noise plus what the loop blends back."""
     device, dtype = models.device, models.dtype
-    scale = models.vae.config.scaling_factor
     first = jobs[0]
+    vae = autoencoders.chosen(models, first.autoencoder)
+    scale = vae.config.scaling_factor
     shape = (
         len(jobs),
         models.unet.config.in_channels,
@@ -44,7 +46,7 @@ def latents(models: ModelSet, jobs: list, generators: list[torch.Generator], sch
     init = []
     for job, generator in zip(jobs, generators):
         pixels = to_tensor(job.init_image, device, dtype) * 2 - 1
-        init.append(models.vae.encode(pixels).latent_dist.sample(generator))
+        init.append(autoencoders.encode(vae, pixels, generator))
     init_latents = torch.cat(init) * scale
     noise = randn_tensor(init_latents.shape, generator=generators, device=device, dtype=dtype)
     start = timesteps[:1].repeat(len(jobs))

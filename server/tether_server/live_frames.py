@@ -10,6 +10,11 @@ sends this worker one frame at a time; configs come as they are sent. Here:
    worded as Generate words it.
 3. Temporal stability: the session's seed gives the same noise every frame, and prompt
    embeddings come from the engine's cache, so they are computed once per config.
+4. With stream batching (`tether serve --stream-batch`, `stream.py`) frames go through the
+   session's StreamBatch: each frame is answered by the frame the stream finishes, which
+   entered steps x strength - 1 frames earlier; the result names that frame and its
+   latency runs from that frame's arrival. A frame similar to the last one (the reuse
+   threshold) does not enter but still moves the frames in flight on.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from tether._proto.tether.v1 import image_pb2, tether_pb2
 from . import images, jobs
 from .engine import Job, Output
 from .errors import TetherError
+from .stream import StreamBatch
 from .worker import Done, Worker
 
 
@@ -42,6 +48,8 @@ class LiveFrames:
         self.request_id = request_id
         self.config: tether_pb2.LiveConfig | None = None
         self.last: _Last | None = None
+        self.stream: StreamBatch | None = None  # frames in flight, with stream batching
+        self.discarded = 0  # frames dropped in flight (a new config, a change of size)
 
     def configure(self, config: tether_pb2.LiveConfig) -> tether_pb2.LiveEvent | None:
         """Take `config`, or keep the last good one and return the LiveError to send."""
@@ -51,6 +59,10 @@ class LiveFrames:
             return error_event(0, f"config: {error}")
         self.config = config
         self.last = None
+        if self.stream is not None:
+            self.discarded += self.stream.in_flight
+        if self.worker.engine.stream_batch:
+            self.stream = StreamBatch()
         return None
 
     async def process(
@@ -64,25 +76,36 @@ class LiveFrames:
         config = self.config
         event = tether_pb2.LiveEvent()
         result = event.result
+        answered, arrived = frame.id, received - waited_ms / 1000
         try:
             job = await asyncio.to_thread(jobs.live_job, config, frame, self.worker.engine)
             inputs = [job.init_image, *(unit.image for unit in job.controls)]
-            reused = self.last is not None and _close(
+            similar = self.last is not None and _close(
                 inputs, self.last.inputs, config.reuse_threshold
             )
+            stream = self.stream
+            reused = similar and not (stream is not None and stream.in_flight)
             if reused:
                 result.image.CopyFrom(self.last.image)
             else:
+                if stream is not None:
+                    stream.submit(job, frame.id, arrived, enter=not similar)
                 output = await self._run(job)
                 await asyncio.to_thread(
                     images.encode, output.image, config.output_format, result.image
                 )
-                self.last = _Last(inputs, result.image)
+                # A similar frame keeps the inputs it was compared with: slow drift still
+                # adds up past the threshold.
+                self.last = _Last(self.last.inputs if similar else inputs, result.image)
+                if stream is not None:
+                    answered, arrived = stream.answered
+                    self.discarded += stream.discarded
+                    stream.discarded = 0
         except TetherError as error:
             return error_event(frame.id, str(error)), "error"
-        result.frame_id = frame.id
-        result.dropped = dropped
-        result.latency_ms = waited_ms + (time.perf_counter() - received) * 1000
+        result.frame_id = answered
+        result.dropped = dropped + self.discarded
+        result.latency_ms = (time.perf_counter() - arrived) * 1000
         result.reused = reused
         return event, "reused" if reused else "result"
 

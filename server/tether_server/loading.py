@@ -16,7 +16,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    AutoencoderTiny,
+    ControlNetModel,
+    DDIMScheduler,
+    UNet2DConditionModel,
+)
 from diffusers.loaders.single_file_utils import (
     SingleFileComponentError,
     create_diffusers_clip_model_from_ldm,
@@ -51,6 +57,8 @@ def load_base(
     else:
         parts = _pretrained_parts(entry, vae, dtype)
     models = ModelSet(name=entry.name, controls=controls, family=entry.family, **parts)
+    if entry.taesd is not None:
+        models.taesd = _pretrained(AutoencoderTiny, str(entry.taesd), None, dtype)
     for module in models.modules():
         module.eval().requires_grad_(False)
     return models.to(device, dtype)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+from diffusers import AutoencoderKL, AutoencoderTiny, ControlNetModel, UNet2DConditionModel
 from tokenizers.pre_tokenizers import ByteLevel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -56,6 +56,7 @@ class ModelSet:
     scheduler_config: dict
     controls: dict[str, ControlNet]
     family: str = "sd15"
+    taesd: AutoencoderTiny | None = None  # a tiny autoencoder, see `autoencoders`
 
     @property
     def vae_scale_factor(self) -> int:
@@ -83,7 +84,8 @@ class ModelSet:
 
     def modules(self) -> list[torch.nn.Module]:
         nets = [control.model for control in self.controls.values()]
-        return [self.unet, self.vae, self.text_encoder, *nets]
+        tiny = [self.taesd] if self.taesd is not None else []
+        return [self.unet, self.vae, self.text_encoder, *nets, *tiny]
 
 
 def default_device() -> str:

@@ -74,6 +74,9 @@ class Settings:
     max_pixels: int
     max_canvas_pixels: int
     max_steps: int
+    fast: str | None = None  # compiled.MODES; None: exact
+    stream_batch: bool = False  # live sessions run stream batches
+    taesd_final: bool = False  # Generate decodes with a model's TAESD too
 
 
 @dataclass(eq=False)
@@ -300,6 +303,12 @@ class WorkerPool:
             command.append(f"--models-dir={settings.models_dir}")
         if settings.dtype:
             command.append(f"--dtype={settings.dtype}")
+        if settings.fast:
+            command.append(f"--fast={settings.fast}")
+        if settings.stream_batch:
+            command.append("--stream-batch")
+        if settings.taesd_final:
+            command.append("--taesd-final")
         if worker.device in ("cpu", "auto"):
             threads = self._cpu_threads()
             if threads is not None:

@@ -65,6 +65,13 @@ def check_arguments(args: argparse.Namespace) -> str | None:
         return f"--devices: a comma-separated list of torch devices (got {args.devices!r})"
     if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
         return f"--metrics-port must be 0 to 65535 (got {args.metrics_port})"
+    if args.fast == "graphs" and args.devices is not None:
+        others = [d for d in args.devices.split(",") if not d.startswith("cuda")]
+        if others:
+            return (
+                f"--fast graphs needs CUDA devices (got {','.join(others)}); "
+                "--fast compile runs anywhere"
+            )
     return None
 
 
@@ -123,6 +130,9 @@ def settings(args: argparse.Namespace) -> Settings:
         max_pixels=args.max_pixels,
         max_canvas_pixels=args.max_canvas_pixels,
         max_steps=args.max_steps,
+        fast=args.fast,
+        stream_batch=args.stream_batch,
+        taesd_final=args.taesd_final,
     )
 
 
