@@ -37,6 +37,11 @@ test-slow: setup hosts
 bench: setup
 	$(BIN)/python tests/bench/engine.py
 
+# On a CUDA machine (a CUDA build of torch in .venv): the GPU checks and benchmarks in one
+# run of under 8 minutes, JSON in out/gpu/.
+bench-gpu: setup
+	$(BIN)/python tests/bench/gpu.py
+
 lint: setup
 	$(BIN)/ruff check .
 
