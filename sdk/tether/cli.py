@@ -104,6 +104,12 @@ def _parser() -> argparse.ArgumentParser:
         )
     )
 
+    train = commands.add_parser("train", help="train models (needs tether[server])")
+    if importlib.util.find_spec("tether_server") is not None:
+        from tether_server.train.cli import add_arguments  # options only, no torch
+
+        add_arguments(train)
+
     serve = commands.add_parser("serve", help="run the server (needs tether[server])")
     serve.add_argument("--models", type=Path, help="TOML file of models (default: embedded tiny)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -250,6 +256,14 @@ def _serve(args: argparse.Namespace) -> int:
     return serve_main(args)
 
 
+def _train(args: argparse.Namespace) -> int:
+    if importlib.util.find_spec("tether_server") is None:
+        raise ValueError("tether train needs the server extra: pip install 'tether[server]'")
+    from tether_server.train.cli import main as train_main
+
+    return train_main(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = {
@@ -257,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         "models": _models,
         "info": _info,
         "serve": _serve,
+        "train": _train,
         "bridge": bridge.main,
     }
     try:
