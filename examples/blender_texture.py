@@ -1,14 +1,18 @@
-"""Texture blockout geometry from the camera with the Tether Blender add-on.
+"""Texture blockout geometry with the Tether Blender add-on.
 
 Builds a small blockout scene (ground, a wall, two crates, a sun, a camera), renders its
 depth and normal passes and its colour picture (for the canny unit), generates a picture
 on a Tether server and projects it onto the meshes as a texture, then saves the .blend
-with the texture next to it.
+with the texture next to it. With ``--bake orbit`` it bakes the two crates' UV textures
+from an orbit of cameras instead (Bake Texture), and ``--picture`` renders the textured
+scene from a viewpoint no view had.
 
     python -m tether serve &                      # a server (tiny model: noise, not art)
     clients/blender/setup_test_env.sh             # Blender as a Python module (.venv-blender)
     PYTHONPATH=sdk:clients/blender .venv-blender/bin/python examples/blender_texture.py \
         --server 127.0.0.1:50051 --out /tmp/tether-texture/scene.blend
+    PYTHONPATH=sdk:clients/blender .venv-blender/bin/python examples/blender_texture.py \
+        --bake orbit --picture /tmp/tether-bake/picture.png --out /tmp/tether-bake/scene.blend
 
 Or with Blender itself, after installing the extension zip from clients/blender/build.py:
 
@@ -36,6 +40,16 @@ def main(argv: list[str]) -> int:
         "--no-canny", action="store_true", help="for a server without a canny control model"
     )
     parser.add_argument("--out", type=Path, required=True, help="where to save the .blend")
+    parser.add_argument(
+        "--bake",
+        choices=["active", "orbit"],
+        help="bake the crates' UV textures from the camera or an orbit, instead of projecting",
+    )
+    parser.add_argument("--orbit", type=int, default=4, help="cameras of the orbit")
+    parser.add_argument("--texture-size", type=int, default=1024)
+    parser.add_argument(
+        "--picture", type=Path, help="render the textured scene from another viewpoint (PNG)"
+    )
     args = parser.parse_args(argv)
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -59,20 +73,54 @@ def main(argv: list[str]) -> int:
     settings.canny.enabled = not args.no_canny
     settings.canny.weight, settings.canny.end = 0.5, 0.5
     settings.canny.low, settings.canny.high = 50, 150
-    settings.project_onto_selected = True
+    settings.project_onto_selected = not args.bake
+    settings.views = (args.bake or "active").upper()
+    settings.orbit_count = args.orbit
+    settings.texture_size = args.texture_size
+    # Projection: every mesh. Bake Texture: the crates, whose UV maps (the cube's cross)
+    # have room for every side; the orbit goes around them.
+    textured = ("Crate A", "Crate B") if args.bake else ("Ground", "Wall", "Crate A", "Crate B")
     for obj in bpy.context.scene.objects:
-        obj.select_set(obj.type == "MESH")
+        obj.select_set(obj.name in textured)
 
     try:
         # wait=True: a script (and background mode, where timers never run) blocks until
-        # the picture is done; in the UI the same operator returns at once.
-        bpy.ops.tether.generate(wait=True)
+        # the job is done; in the UI the same operators return at once.
+        if args.bake:
+            bpy.ops.tether.bake_texture(wait=True)
+        else:
+            bpy.ops.tether.generate(wait=True)
     except RuntimeError as error:  # the operator's ERROR report, e.g. server unreachable
         print(f"blender_texture: {error}", file=sys.stderr)
         return 1
     bpy.ops.wm.save_mainfile()
-    print(f"saved {args.out} with the projected texture beside it")
+    print(f"saved {args.out} with the textures beside it")
+    if args.picture:
+        render_picture(args.picture)
+        print(f"rendered {args.picture}")
     return 0
+
+
+def render_picture(path: Path) -> None:
+    """The scene as it now looks, from above and to the left of the crates (a viewpoint
+    neither the camera nor the orbit had), rendered with Cycles on the CPU."""
+    scene = bpy.context.scene
+    camera = bpy.data.objects.new("Picture", bpy.data.cameras.new("Picture"))
+    scene.collection.objects.link(camera)
+    camera.location = (-4.5, -3.5, 4.0)
+    camera.rotation_euler = (
+        (Vector((0.0, 0.0, 0.5)) - camera.location).to_track_quat("-Z", "Y").to_euler()
+    )
+    camera.data.lens = 40
+    scene.camera = camera
+    scene.render.engine = "CYCLES"
+    scene.cycles.device = "CPU"
+    scene.cycles.samples = 32
+    scene.render.resolution_x, scene.render.resolution_y = 384, 288
+    scene.render.image_settings.file_format = "PNG"
+    scene.render.filepath = str(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bpy.ops.render.render(write_still=True)
 
 
 def enable_addon() -> str:
@@ -90,12 +138,17 @@ def build_blockout() -> None:
 
     scene = bpy.context.scene
     bpy.ops.mesh.primitive_plane_add(size=12)
+    bpy.context.active_object.name = "Ground"
     bpy.ops.mesh.primitive_cube_add(size=1, location=(0, 3, 1.5), scale=(5, 0.3, 1.5))
+    bpy.context.active_object.name = "Wall"
     bpy.ops.mesh.primitive_cube_add(size=1.2, location=(-1.2, 0.5, 0.6), rotation=(0, 0, 0.4))
+    bpy.context.active_object.name = "Crate A"
     bpy.ops.mesh.primitive_cube_add(size=0.8, location=(1.0, -0.4, 0.4), rotation=(0, 0, -0.2))
+    bpy.context.active_object.name = "Crate B"
     # The projection gives each vertex its UV and faces interpolate them linearly: large
     # faces seen in perspective need more vertices (a Subdivision modifier would not help,
-    # it interpolates the same UVs).
+    # it interpolates the same UVs). Bake Texture does not need them; the UVs that the
+    # primitives come with are kept (interpolated) by the subdivision.
     for obj in scene.objects:
         mesh = bmesh.new()
         mesh.from_mesh(obj.data)

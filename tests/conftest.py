@@ -27,7 +27,7 @@ def free_port() -> int:
 
 
 class Server:
-    """A `tether serve` subprocess on a free port."""
+    """A `tether serve` subprocess on a free port, and its engine worker processes."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
@@ -55,6 +55,17 @@ class Server:
                     pass
                 time.sleep(0.1)
         raise TimeoutError(f"server not serving after {timeout} s: {self.log.read_text()[-2000:]}")
+
+    def workers(self) -> list[int]:
+        """Pids of the engine worker processes: the front's children."""
+        pids = []
+        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+            pids += [int(pid) for pid in (task / "children").read_text().split()]
+        return pids
+
+    def pids(self) -> list[int]:
+        """The front and its engine workers."""
+        return [self.process.pid, *self.workers()]
 
     def stop(self) -> int:
         if self.process.poll() is None:

@@ -30,7 +30,7 @@ INSTALL_CHECK = ROOT / "tests" / "blender" / "extension_install_check.py"
 BUILD = ROOT / "clients" / "blender" / "build.py"
 EXAMPLE = ROOT / "examples" / "blender_texture.py"
 TOKEN = "blender-test-token"
-WIDTH, HEIGHT = 64, 48  # as in addon_checks.py
+WIDTH, HEIGHT = 64, 48  # as in tests/blender/scene_geometry.py
 PLATFORM_WHEEL_TAGS = {
     "linux-x64": ("manylinux", "x86_64"),
     "windows-x64": ("win_amd64", "win_amd64"),
@@ -55,7 +55,12 @@ def token_server() -> Iterator[str]:
 
 
 def run_in_blender(
-    python: Path, script: Path, args: list[str], folder: Path, pythonpath: list[Path]
+    python: Path,
+    script: Path,
+    args: list[str],
+    folder: Path,
+    pythonpath: list[Path],
+    timeout: float = 300,
 ) -> dict[str, Any]:
     out = folder / f"{script.stem}.json"
     env = {
@@ -71,7 +76,7 @@ def run_in_blender(
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     return json.loads(out.read_text())
@@ -118,7 +123,7 @@ def built_zips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_addon_registers_and_unregisters_cleanly(results: dict[str, Any]) -> None:
     registration = part(results, "registration")
     everything = {
-        "operators": ["cancel", "generate", "project_result", "refresh_models"],
+        "operators": ["bake_texture", "cancel", "generate", "project_result", "refresh_models"],
         "scene_property": True,
         "panel": True,
         "preferences": True,
@@ -198,6 +203,7 @@ def test_panel_and_preferences_draw(results: dict[str, Any]) -> None:
     assert idle["operators"] == [
         "tether.refresh_models",
         "tether.generate",
+        "tether.bake_texture",
         "tether.project_result",
     ]
     assert f"Size: {WIDTH} x {HEIGHT} (render resolution)" in idle["labels"]
@@ -316,7 +322,7 @@ def test_canny_unit_alone_renders_only_the_colour_picture(results: dict[str, Any
     saved = part(results, "saved")
     assert saved["error"] is None
     assert saved["controls"] == [["canny", "uint8", [HEIGHT, WIDTH, 3]]]
-    assert saved["renders"] == [{"data": False, "colour": True}]
+    assert saved["renders"] == [{"data": False, "colour": True, "camera": "Camera"}]
 
 
 def test_cancel_stops_the_job_on_the_server(results: dict[str, Any]) -> None:
@@ -414,7 +420,7 @@ def test_extension_zips_are_valid_for_each_platform(
         grpc_tag = by_name["grpcio"].removesuffix(".whl").split("-")[-1]
         assert "cp311" in by_name["grpcio"]
         assert system in grpc_tag and any(m in grpc_tag for m in machines), grpc_tag
-        assert {"tether/__init__.py", "tether/maps.py", "tether/client.py"} <= sdk_files
+        assert {"tether/__init__.py", "tether/background.py", "tether/maps.py"} <= sdk_files
         assert any(f.startswith("tether/_proto/tether/v1/") for f in sdk_files)
 
 

@@ -24,7 +24,7 @@ def blank(size: int = SIZE) -> np.ndarray:
 
 
 def job(**changes) -> Job:
-    base = Job(prompt="a red barn", seed=5, steps=6, width=SIZE, height=SIZE)
+    base = Job(prompt="a red barn", seed=5, steps=6, guidance_scale=7.5, width=SIZE, height=SIZE)
     return dataclasses.replace(base, **changes)
 
 

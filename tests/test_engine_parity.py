@@ -91,6 +91,7 @@ def engine_job(units, scheduler, *, mode="balanced", init=None, strength=0.6, se
         negative_prompt="blurry",
         seed=seed,
         steps=STEPS,
+        guidance_scale=7.5,  # diffusers' default
         width=SIZE,
         height=SIZE,
         scheduler=scheduler,

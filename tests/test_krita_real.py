@@ -1,22 +1,13 @@
-"""The Krita plugin in real Krita (Debian's 5.1.5, headless through `kritarunner`)
-against a real Tether server on the tiny model.
+"""The Krita plugin's repaints in real Krita (Debian's 5.1.5, headless through
+`kritarunner`) against a real Tether server on the tiny model.
 
-One Krita run executes every case of tests/krita/repaint_scenario.py and records what
-happened; the tests below check the record. The plugin is assembled the way build.py
-ships it (package + SDK + vendored grpcio/protobuf/numpy for linux-x86_64-cp311), so the
-run also proves the vendored libraries load in Krita's own Python.
-
-Needs `kritarunner` and the vendored wheels: the fixture runs
-clients/krita/setup_test_env.sh (idempotent; `make hosts` runs it too), which installs
-Krita from Debian's packages when it is missing.
+One Krita run (tests/krita/krita_runner.py) executes every case of
+tests/krita/repaint_scenario.py and records what happened; the tests below check the
+record. Live mode: tests/test_krita_live_real.py.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,11 +15,11 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIO_DIR = ROOT / "tests" / "krita"
-SETUP = ROOT / "clients" / "krita" / "setup_test_env.sh"
-KEY = "linux-x86_64-cp311"  # Debian 12's Krita runs the system Python 3.11
+sys.path.insert(0, str(ROOT / "tests" / "krita"))
+
+from krita_runner import KEY, krita_home, prepare_plugin, run_scenario  # noqa: E402
+
 SIZE = (192, 144)
-KRITA_TIMEOUT_S = 240
 
 CASES = [
     {"name": "no-document", "kind": "no-document"},
@@ -45,62 +36,15 @@ CASES = [
 ]
 
 
-def _load_build():
-    if "krita_build" in sys.modules:
-        return sys.modules["krita_build"]
-    spec = importlib.util.spec_from_file_location("krita_build", ROOT / "clients/krita/build.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["krita_build"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def krita_run(server, tmp_path_factory):
-    """Run every case in one Krita process; returns (report, output folder)."""
-    setup = subprocess.run(
-        ["bash", str(SETUP)],
-        env={**os.environ, "PYTHON": sys.executable},  # build.py runs on the tests' Python
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert setup.returncode == 0, f"{SETUP.name} failed:\n{setup.stdout}{setup.stderr}"[-3000:]
-    build = _load_build()
-    _, requirements = build.project()
-    vendor = build.vendor_target(build.TARGETS[KEY], build.DEFAULT_CACHE, requirements)
+    """Run every case in one Krita process; returns (report, output folder, vendor folder)."""
     base = tmp_path_factory.mktemp("krita")
-    plugin_tree = build.assemble(base / "plugin", {KEY: vendor}, link=True)
+    plugin_tree, vendor = prepare_plugin(base)
     out = base / "out"
-    out.mkdir()
     config = {"out": str(out), "address": server, "cases": CASES}
-    (base / "scenario.json").write_text(json.dumps(config))
-    home = base / "home"  # Krita writes its settings and resource cache here, not in ~
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(plugin_tree), str(SCENARIO_DIR)]),
-        "QT_QPA_PLATFORM": "offscreen",
-        "TETHER_KRITA_SCENARIO": str(base / "scenario.json"),
-        "HOME": str(home),
-        "XDG_CONFIG_HOME": str(home / "config"),
-        "XDG_DATA_HOME": str(home / "data"),
-        "XDG_CACHE_HOME": str(home / "cache"),
-        "XDG_RUNTIME_DIR": str(home / "runtime"),
-    }
-    (home / "runtime").mkdir(parents=True)
-    (home / "runtime").chmod(0o700)
-    process = subprocess.run(
-        ["kritarunner", "-s", "repaint_scenario"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=KRITA_TIMEOUT_S,
-    )
-    report_path = out / "report.json"
-    assert report_path.is_file(), f"Krita wrote no report:\n{process.stdout[-3000:]}"
-    report = json.loads(report_path.read_text())
-    assert "error" not in report, report["error"]
-    return report, out
+    home = krita_home(tmp_path_factory)
+    return run_scenario("repaint_scenario", config, base, plugin_tree, home), out, vendor
 
 
 def case(krita_run, name: str) -> dict:
@@ -114,11 +58,15 @@ def pixels_of(out: Path, name: str, part: str, dtype: str = "<u1", channels: int
 
 
 def test_vendored_libraries_load_in_kritas_python(krita_run):
-    report, _ = krita_run
+    report, _, vendor = krita_run
     assert report["platform_key"] == KEY
     assert report["python"].startswith("3.11")
     assert f"vendor/{KEY}/numpy" in report["numpy"]
     assert "vendor/common/tether" in report["tether"]
+    assert "vendor/common/tether/background.py" in report["tether_background"]
+    # numpy without its own test suite (about 500 files under numpy/**/tests).
+    assert (vendor / "numpy" / "testing").is_dir()
+    assert not [path for path in vendor.rglob("tests") if path.is_dir()]
 
 
 def test_no_document_gets_a_message(krita_run):
@@ -132,7 +80,7 @@ def test_no_document_gets_a_message(krita_run):
     [
         ("empty-selection", "The selection is empty"),
         ("server-down", "Cannot reach the Tether server at 127.0.0.1:1"),
-        ("rejected", "rejected the request"),
+        ("rejected", "The Tether server refused the request: steps"),
     ],
 )
 def test_faults_show_a_message_and_leave_the_document_untouched(krita_run, name, words):

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import torch
-from tether_server import models, saving
+from tether_server import catalog, saving
+from tether_server.registry import ModelRegistry
 
 
 def test_save_writes_a_folder_its_toml_serves(tiny_models, tmp_path):
     weight = tiny_models.controls["depth"].model.controlnet_mid_block.weight
     before = weight.clone()
     toml = saving.save(tiny_models, tmp_path / "bf16", dtype=torch.bfloat16)
-    loaded = models.load(toml, device="cpu")
+    listed = catalog.read(toml)
+    registry = ModelRegistry(listed, device="cpu", dtype=torch.float32)
+    loaded = registry.load("", controls=list(listed.controls))
     assert loaded.dtype == torch.float32
     assert {n: c.kind for n, c in loaded.controls.items()} == {
         n: c.kind for n, c in tiny_models.controls.items()

@@ -15,8 +15,9 @@ from conftest import Server
 from diffusers import ControlNetModel, DDPMScheduler
 from PIL import Image
 from tether.cli import main as tether_main
-from tether_server import models, saving, scenes
+from tether_server import catalog, models, saving, scenes
 from tether_server.engine import ControlInput, Engine, Job
+from tether_server.registry import ModelRegistry
 from tether_server.train import architecture, data, objectives
 
 HINT = ",".join(map(str, architecture.HINT_CHANNELS))
@@ -78,7 +79,14 @@ def test_fresh_controlnet_leaves_the_base_unchanged(tiny_models, batch):
         tiny_models, controls={"fresh": models.ControlNet("fresh", "depth", net)}
     )
     depth = scenes.render(scenes.describe(scenes.HELD_OUT_SEED), SIZE).control("depth")
-    job = Job(prompt="a red sphere on a grey floor", seed=3, steps=4, width=SIZE, height=SIZE)
+    job = Job(
+        prompt="a red sphere on a grey floor",
+        seed=3,
+        steps=4,
+        guidance_scale=7.5,
+        width=SIZE,
+        height=SIZE,
+    )
     with_unit = dataclasses.replace(job, controls=[ControlInput("fresh", depth, weight=2.0)])
     engine = Engine(served)
     assert np.array_equal(engine.run([job])[0].image, engine.run([with_unit])[0].image)
@@ -108,6 +116,11 @@ def test_gradients_reach_the_zero_convolutions_then_the_copy(tiny_models, batch)
 def tiny_toml(tiny_models, tmp_path) -> Path:
     """The embedded base written as a model folder of its own, for --add to write to."""
     return saving.save(dataclasses.replace(tiny_models, controls={}), tmp_path / "tiny")
+
+
+def load(toml: Path) -> models.ModelSet:
+    """The default model of a models TOML, as a server loads it."""
+    return ModelRegistry(catalog.read(toml), device="cpu", dtype=torch.float32).load("")
 
 
 def train(*args: str) -> int:
@@ -149,9 +162,11 @@ def test_train_base_writes_a_model_set_and_resumes(tmp_path, capsys):
     out = tmp_path / "base"
     small = ["--scenes", "4", "--vae-batch", "2", "--batch", "2", "--vae-steps", "2"]
     assert train("base", "--out", str(out), *small, "--steps", "2") == 0
-    loaded = models.load(out / "models.toml", device="cpu")
+    loaded = load(out / "models.toml")
     assert loaded.name == "tiny" and loaded.default_size == 128
-    job = Job(prompt="a blue box on a white floor", steps=2, width=64, height=64)
+    job = Job(
+        prompt="a blue box on a white floor", steps=2, guidance_scale=7.5, width=64, height=64
+    )
     assert Engine(loaded).run([job])[0].image.shape == (64, 64, 3)
 
     # Checkpoints are not overwritten by accident; --resume goes on from them.
@@ -194,6 +209,7 @@ BAD = {
     "unknown kind": (["control", "--kind", "x", "--pairs", "."], "--kind: must be one of"),
     "add": (["control", "--kind", "depth", "--add"], "--add: needs --models FILE"),
     "pairs": (["control", "--kind", "seg", "--pairs", "nowhere"], "--pairs nowhere: not a"),
+    "models": (["control", "--kind", "depth", "--models", "nowhere.toml"], "--models: nowhere"),
     "steps": (["base", "--steps", "0"], "--steps: must be at least 1"),
     "size": (["control", "--kind", "depth", "--size", "100"], "--size: must be a positive"),
 }

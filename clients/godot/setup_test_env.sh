@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Prepare this machine for the bridge's tests (tests/test_bridge.py): Chromium from
-# Debian's packages, for the viewer page's headless-browser test (skipped when already
-# installed), and the bridge's one extra library, websockets, in the project venv.
-# Godot 4 itself is not installable here (Debian has only Godot 3), so the addon's
-# GDScript is not run; the tests speak its wire format instead. Idempotent. Installing
-# Chromium needs root (apt-get).
+# Prepare this machine for the bridge's and the addon's tests (tests/test_bridge*.py,
+# tests/test_godot.py): Chromium from Debian's packages, for the viewer page's
+# headless-browser test (skipped when already installed), and the bridge's extra library,
+# websockets, in the project venv. Godot 4 itself is not installable here (Debian has only
+# Godot 3), so the addon's GDScript is not run: gdtoolkit (the dev extra) parses, lints and
+# format-checks it, and the tests speak its wire format. Idempotent. Installing Chromium
+# needs root (apt-get).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"

@@ -38,6 +38,12 @@ SDK = ROOT / "sdk" / "tether"
 PYPROJECT = ROOT / "pyproject.toml"
 DEFAULT_CACHE = HERE / "build"
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "vendor")
+# Left out of the vendored wheels; the words go into the vendor folder's stamp, so that
+# changing them unpacks the wheels again.
+_TEST_FOLDER = "tests"
+_TEST_CONFIG = "conftest.py"
+_LEFT_OUT = f"left out: {_TEST_FOLDER}/ folders, {_TEST_CONFIG}"
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip can hold
 
 
 @dataclass(frozen=True)
@@ -110,21 +116,31 @@ def fetch_wheels(target: Target, cache: Path, requirements: list[str]) -> Path:
 
 def vendor_target(target: Target, cache: Path, requirements: list[str]) -> Path:
     """The unpacked wheels of `target` (cache/vendor/<key>), rebuilt when the set of
-    wheels changed."""
+    wheels, or what is left out of them, changed."""
     wheels = fetch_wheels(target, cache, requirements)
     names = sorted(p.name for p in wheels.glob("*.whl"))
     folder = cache / "vendor" / target.key
     stamp = folder / ".wheels"
-    if stamp.is_file() and stamp.read_text().split() == names:
+    contents = "\n".join([*names, _LEFT_OUT])
+    if stamp.is_file() and stamp.read_text() == contents:
         return folder
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    for name in _newest_per_project(names):
-        with zipfile.ZipFile(wheels / name) as wheel:
-            wheel.extractall(folder)
-    stamp.write_text("\n".join(names))
+    unpack_wheels([wheels / name for name in _newest_per_project(names)], folder)
+    stamp.write_text(contents)
     return folder
+
+
+def unpack_wheels(wheels: list[Path], folder: Path) -> None:
+    """Unpack `wheels` into `folder`, without their own test suites (`tests` folders,
+    `conftest.py`: numpy alone carries about 500 files of them) that the plugin never runs."""
+    for path in wheels:
+        with zipfile.ZipFile(path) as wheel:
+            for member in wheel.infolist():
+                parts = member.filename.split("/")
+                if _TEST_FOLDER not in parts[:-1] and parts[-1] != _TEST_CONFIG:
+                    wheel.extract(member, folder)
 
 
 def _newest_per_project(names: list[str]) -> list[str]:
@@ -165,12 +181,17 @@ def assemble(dest: Path, vendors: dict[str, Path], link: bool = False) -> Path:
 
 def make_zip(tree: Path, path: Path) -> Path:
     """Zip a plugin tree the way Krita's "Import Python Plugin from File" expects: the
-    .desktop file and the package folder at the top level."""
+    .desktop file and the package folder at the top level. Reproducible: entries in name
+    order with a fixed date and mode, so two builds of the same files are the same bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    files = {file.relative_to(tree).as_posix(): file for file in tree.rglob("*") if file.is_file()}
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        for file in sorted(tree.rglob("*")):
-            if file.is_file():
-                archive.write(file, file.relative_to(tree).as_posix())
+        for name in sorted(files):
+            info = zipfile.ZipInfo(name, _ZIP_DATE)
+            info.create_system = 3  # Unix, whichever system builds it
+            info.external_attr = 0o644 << 16  # rw-r--r--
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, files[name].read_bytes())
     return path
 
 

@@ -7,7 +7,8 @@ photo editors.
         result.save("castle.png")
 
 `tether.aio.Client` is the asyncio twin; `tether.maps` converts renderer depth and normal
-buffers into control maps. The SDK needs only grpcio, protobuf and numpy.
+buffers into control maps. The SDK needs only grpcio, protobuf and numpy. The types below
+are defined in `tether.types`; `tether.protocol` converts them to `tether.v1` messages.
 """
 
 from . import aio, maps
@@ -24,8 +25,8 @@ from .errors import (
     Unauthenticated,
     Unavailable,
 )
-from .live import LiveConfig, LiveError, LiveFrame, LiveResult, LiveSession
-from .protocol import (
+from .live import LiveSession
+from .types import (
     BaseModel,
     Canny,
     Control,
@@ -34,6 +35,11 @@ from .protocol import (
     Event,
     Invert,
     Limits,
+    LiveConfig,
+    LiveError,
+    LiveEvent,
+    LiveFrame,
+    LiveResult,
     ModelList,
     Normal,
     Picture,
@@ -62,6 +68,7 @@ __all__ = [
     "Limits",
     "LiveConfig",
     "LiveError",
+    "LiveEvent",
     "LiveFrame",
     "LiveResult",
     "LiveSession",

@@ -10,28 +10,48 @@ import grpc
 import grpc.aio
 import numpy as np
 
-from . import connection, images, live, protocol
+from . import connection, images, protocol
 from ._proto.tether.v1 import tether_pb2, tether_pb2_grpc
+from .client import progress_callback
 from .errors import Cancelled, Internal, from_status, no_result
-from .live import LiveConfig, LiveEvent, LiveFrame
-from .protocol import Control, Event, ModelList, Progress, Result, ServerInfo
+from .outbox import AsyncOutbox
+from .types import (
+    Control,
+    Event,
+    LiveConfig,
+    LiveEvent,
+    LiveFrame,
+    ModelList,
+    Progress,
+    Result,
+    ServerInfo,
+)
 
 
 class Stream:
     """The events of one generation: `async for` over it; `cancel()` stops the job on the
-    server before its next step (iteration then raises `tether.Cancelled`)."""
+    server before its next step (iteration then raises `tether.Cancelled`). A job whose
+    server goes away before it starts is sent again, as `tether.Stream` does."""
 
-    def __init__(self, call: Any) -> None:
-        self._call = call
+    def __init__(self, send: Callable[[float | None], Any], timeout: float | None) -> None:
+        self._send = send  # timeout -> a new Generate call
+        self._attempts = connection.Attempts(timeout)
+        self._cancelled = False
+        self._call = send(timeout)
 
     async def __aiter__(self) -> AsyncIterator[Event]:
-        try:
-            async for event in self._call:
-                yield protocol.event_from_proto(event)
-        except grpc.RpcError as error:
-            raise from_status(error.code(), error.details()) from None
-        except grpc.aio.AbortError as error:
-            raise Internal(str(error)) from None
+        while True:
+            try:
+                async for event in self._call:
+                    self._attempts.seen(event)
+                    yield protocol.event_from_proto(event)
+                break
+            except grpc.RpcError as error:
+                if self._cancelled or not self._attempts.again(error.code()):
+                    raise from_status(error.code(), error.details()) from None
+                self._call = self._send(self._attempts.timeout())
+            except grpc.aio.AbortError as error:
+                raise Internal(str(error)) from None
         if self._call.cancelled():
             raise Cancelled("the call was cancelled")
 
@@ -49,6 +69,7 @@ class Stream:
         raise no_result()
 
     def cancel(self) -> None:
+        self._cancelled = True
         self._call.cancel()
 
     async def __aenter__(self) -> Stream:
@@ -65,47 +86,54 @@ class LiveSession:
     def __init__(self, stub: Any, metadata: tuple, config: LiveConfig) -> None:
         self._call = stub.Live(metadata=metadata)
         self._config = config
-        # The same outbox as the sync session: a frame still waiting is replaced by a newer one.
-        self._outbox = live.Outbox()
+        # The same rule as the sync session's outbox, driven by a task instead of a thread.
+        self._outbox = AsyncOutbox()
         self._writer: asyncio.Task | None = None
+        self._call.add_done_callback(lambda call: self._stop_writing())
 
     async def send(self, frame: LiveFrame) -> None:
-        self._outbox.put(live.frame_request(frame))
+        self._outbox.put(protocol.live_frame_request(frame))
 
     async def configure(self, config: LiveConfig) -> None:
         """A new config, for the frames processed after it."""
-        self._outbox.put(live.config_request(config))
+        self._outbox.put(protocol.live_config_request(config))
 
     async def close(self) -> None:
-        self._outbox.put(None)
-        if self._writer is not None:
-            await self._writer
+        self._outbox.close()
 
     def cancel(self) -> None:
-        """End the session now, results in flight included."""
-        self._outbox.put(None)
+        """End the session now, results in flight and a frame waiting to be sent included."""
         self._call.cancel()
+        self._stop_writing()
 
     async def __aiter__(self) -> AsyncIterator[LiveEvent]:
         try:
             while (event := await self._call.read()) is not grpc.aio.EOF:
                 self._outbox.answered(event)
-                yield live.event_from_proto(event, self._outbox.dropped)
+                yield protocol.live_event_from_proto(event, self._outbox.dropped)
         except grpc.RpcError as error:
             raise from_status(error.code(), error.details()) from None
 
     async def __aenter__(self) -> LiveSession:
-        self._outbox.put(live.config_request(self._config))
+        self._outbox.put(protocol.live_config_request(self._config))
         self._writer = asyncio.create_task(self._write_all())
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.cancel()
+        if self._writer is not None:
+            await asyncio.wait({self._writer})
+
+    def _stop_writing(self) -> None:
+        """The call is over: the outbox drops what waits, and the writer stops, also in
+        the middle of a write (grpc.aio can leave one pending for good once the call is
+        cancelled)."""
+        self._outbox.cancel()
+        if self._writer is not None:
+            self._writer.cancel()
 
     async def _write_all(self) -> None:
-        requests = self._outbox.requests()
-        # The outbox blocks a thread while it waits; writes wait for flow control here.
-        while (request := await asyncio.to_thread(next, requests, None)) is not None:
+        async for request in self._outbox.requests():
             try:
                 await self._call.write(request)
             except (grpc.RpcError, asyncio.InvalidStateError):
@@ -126,7 +154,7 @@ class Client:
         max_message_bytes: int = connection.MAX_MESSAGE_BYTES,
     ) -> None:
         creds = connection.credentials(tls)
-        opts = connection.options(max_message_bytes)
+        opts = connection.channel_options(max_message_bytes)
         self._channel = (
             grpc.aio.secure_channel(target, creds, options=opts)
             if creds
@@ -169,7 +197,11 @@ class Client:
     def stream(self, prompt: str, *, timeout: float | None = None, **options: Any) -> Stream:
         """Start a generation and return its events; options as for `tether.Client.stream`."""
         request = protocol.generate_request(prompt, **options)
-        return Stream(self._stub.Generate(request, timeout=timeout, metadata=self._metadata))
+
+        def send(timeout: float | None) -> Any:
+            return self._stub.Generate(request, timeout=timeout, metadata=self._metadata)
+
+        return Stream(send, timeout)
 
     async def generate(
         self,
@@ -181,7 +213,7 @@ class Client:
     ) -> Result:
         """Generate one image and return it; `on_progress` is called for every step."""
         stream = self.stream(prompt, timeout=timeout, **options)
-        return await stream.result(protocol.progress_callback(on_progress))
+        return await stream.result(progress_callback(on_progress))
 
     async def close(self) -> None:
         await self._channel.close()

@@ -1,60 +1,135 @@
-"""The `tether` command: serve, generate, models, info.
+"""The `tether` command: serve, generate, models, info, bridge.
 
     tether serve                                   # embedded tiny model on 127.0.0.1:50051
+    tether serve --models-dir ~/ComfyUI/models     # the models of a ComfyUI or A1111 install
     tether generate "a castle" --control depth=depth.png@0.8 --control canny=edges.png \\
-        --steps 20 --seed 1 -o out.png --previews frames/
+        --steps 20 --seed 1 -o out.png --previews frames/ --model dreamshaper_8
     tether models
     tether info
 
-Errors print one line and exit non-zero. `serve` needs the server extra
-(`pip install 'tether[server]'`); everything else needs only the SDK.
+Errors print one line and exit with status 1 (2 for a mistyped command line, and for
+`serve` a models file or folder it cannot serve; Ctrl-C
+cancels the job on the server, prints `tether: cancelled` and exits with 130). `serve`
+needs the server extra (`pip install 'tether[server]'`); everything else needs only the SDK.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import io
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
-from . import __version__, bridge, connection
+import numpy as np
+
+from . import __version__, bridge, connection, images, protocol
 from .client import Client
-from .errors import TetherError
-from .protocol import Canny, Control, Invert, Progress, Queued
-
-_FORMATS_BY_SUFFIX = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
-
+from .errors import Cancelled, TetherError, Unauthenticated, Unavailable
+from .types import FORMATS_BY_EXTENSION, Canny, Control, Invert, Progress, Queued
 
 _PREPROCESSORS = {"canny": Canny, "invert": Invert}
+_CONTROL_SYNTAX = "MODEL=PATH[@WEIGHT][:canny|:invert]"
+_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
 
 
 def parse_control(spec: str) -> Control:
     """`MODEL=PATH[@WEIGHT][:canny|:invert]` -> Control, e.g. `depth=depth.png@0.8` or
-    `canny=photo.png:canny` (edges found on the server)."""
+    `canny=photo.png:canny` (edges found on the server). The weight and the preprocessor
+    may come in either order; the last `@` starts the weight."""
     model, sep, rest = spec.partition("=")
     if not sep or not model or not rest:
         raise argparse.ArgumentTypeError(
-            f"{spec!r}: expected MODEL=PATH[@WEIGHT][:canny|:invert], e.g. depth=d.png@0.8"
+            f"{spec!r}: expected {_CONTROL_SYNTAX}, e.g. depth=d.png@0.8"
         )
-    preprocessor = None
-    head, _, suffix = rest.rpartition(":")
-    if head and suffix in _PREPROCESSORS:
-        rest, preprocessor = head, _PREPROCESSORS[suffix]()
-    path, _, weight = rest.rpartition("@") if "@" in rest else (rest, "", "")
+    path, at, weight = rest.rpartition("@")
+    if not at:
+        path, weight = rest, ""
+    path, before_weight = _strip_preprocessor(path)
+    weight, after_weight = _strip_preprocessor(weight)
+    if before_weight and after_weight:
+        raise argparse.ArgumentTypeError(f"{spec!r}: one preprocessor at most: :canny or :invert")
     try:
         value = float(weight) if weight else 1.0
     except ValueError:
         raise argparse.ArgumentTypeError(f"{spec!r}: weight {weight!r} is not a number") from None
+    name = before_weight or after_weight
+    preprocessor = _PREPROCESSORS[name]() if name else None
     return Control(model, Path(path), weight=value, preprocessor=preprocessor)
 
 
+def _strip_preprocessor(text: str) -> tuple[str, str]:
+    """'photo.png:canny' -> ('photo.png', 'canny'); text without such a suffix -> (text, '')."""
+    head, _, suffix = text.rpartition(":")
+    if head and suffix in _PREPROCESSORS:
+        return head, suffix
+    return text, ""
+
+
+def _size(text: str) -> int:
+    """--width and --height: positive; 0 is refused rather than read as 'the default'."""
+    value = int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(
+            "0 is not a size; leave the option out for the default (the --init image's size, "
+            "else the model's)"
+        )
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a positive multiple of 8 (got {value})")
+    return value
+
+
+def _steps(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more (got {value})")
+    return value
+
+
+def _seed(text: str) -> int | None:
+    """-1 is a random seed, as in A1111 (None: the server draws one and reports it)."""
+    value = int(text)
+    if value == -1:
+        return None
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"must be 0 or more, or -1 for a random seed (got {value})"
+        )
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """A mistyped command line, like any other error, gets one line (and status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows the defaults the CLI itself sets. Options the server fills in when left out
+    have no default here, and their help says so; so does --token's, which must never
+    print the token from the environment."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        unset = action.default is None or action.default is False or action.default in ("", [])
+        if unset or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tether", description=__doc__.split("\n\n")[0])
+    parser = _Parser(
+        prog="tether", description=__doc__.split("\n\n")[0], formatter_class=_HelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"tether {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    gen = commands.add_parser("generate", help="generate one image")
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=text, formatter_class=_HelpFormatter)
+
+    gen = command("generate", "generate one image")
     gen.add_argument("prompt")
     gen.add_argument(
         "-o",
@@ -65,56 +140,101 @@ def _parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--negative", default="", help="negative prompt")
     gen.add_argument(
+        "--model", help="base model, see `tether models` (default: the server's first)"
+    )
+    gen.add_argument(
         "--control",
         action="append",
         default=[],
         type=parse_control,
-        metavar="MODEL=PATH[@WEIGHT][:canny|:invert]",
+        metavar=_CONTROL_SYNTAX,
         help="a control unit; repeat for more. :canny finds the edges of a photo on the "
         "server; :invert turns black-on-white line art into a line map",
     )
-    gen.add_argument("--steps", type=int)
-    gen.add_argument("--seed", type=int)
-    gen.add_argument("--guidance", type=float, help="classifier-free guidance scale")
-    gen.add_argument("--width", type=int)
-    gen.add_argument("--height", type=int)
-    gen.add_argument("--scheduler")
-    gen.add_argument("--init", type=Path, help="init image for img2img")
-    gen.add_argument("--strength", type=float, help="img2img strength in (0, 1]")
-    gen.add_argument("--mask", type=Path, help="inpainting mask (white = repaint), with --init")
-    gen.add_argument("--mask-blur", type=float, help="mask edge blur in pixels (default 4)")
+    gen.add_argument("--steps", type=_steps, help="denoising steps (default: the server's)")
+    gen.add_argument(
+        "--seed",
+        type=_seed,
+        help="noise seed; -1 (or leaving it out) picks a random one, printed at the end",
+    )
+    gen.add_argument(
+        "--guidance", type=float, help="classifier-free guidance scale (default: the server's)"
+    )
+    size_help = (
+        "output {} in pixels, a multiple of 8 (default: the --init image's, else the model's)"
+    )
+    gen.add_argument("--width", type=_size, help=size_help.format("width"))
+    gen.add_argument("--height", type=_size, help=size_help.format("height"))
+    gen.add_argument("--scheduler", help="see `tether models` (default: the server's first)")
+    gen.add_argument(
+        "--init",
+        type=Path,
+        metavar="IMAGE",
+        help="init image for img2img; without --width/--height the output takes its size, "
+        "its centre cropped to multiples of 8 if need be",
+    )
+    gen.add_argument(
+        "--strength", type=float, help="img2img strength in (0, 1] (default: the server's)"
+    )
+    gen.add_argument(
+        "--mask", type=Path, metavar="IMAGE", help="inpainting mask (white = repaint), with --init"
+    )
+    gen.add_argument(
+        "--mask-blur", type=float, help="mask edge blur in pixels (default: the server's)"
+    )
     gen.add_argument("--previews", type=Path, metavar="DIR", help="save preview frames here")
     gen.add_argument(
         "--preview",
-        choices=["fast", "full"],
+        choices=[mode for mode in protocol.PREVIEW_MODES if mode != "none"],
         default="fast",
         help="kind of preview saved with --previews",
     )
     connection.add_arguments(gen)
 
-    for name, text in (
-        ("models", "list models, control models and schedulers"),
-        ("info", "show the server's version, device and limits"),
-    ):
-        connection.add_arguments(commands.add_parser(name, help=text))
-
+    connection.add_arguments(command("models", "list models, control models and schedulers"))
+    connection.add_arguments(command("info", "show the server's version, device and limits"))
     bridge.add_arguments(
-        commands.add_parser(
-            "bridge", help="WebSocket bridge for hosts without gRPC (Godot); needs tether[bridge]"
-        )
+        command("bridge", "WebSocket bridge for hosts without gRPC (Godot); needs tether[bridge]")
     )
 
-    train = commands.add_parser("train", help="train models (needs tether[server])")
+    train = command("train", "train models (needs tether[server])")
     if importlib.util.find_spec("tether_server") is not None:
         from tether_server.train.cli import add_arguments  # options only, no torch
 
         add_arguments(train)
 
-    serve = commands.add_parser("serve", help="run the server (needs tether[server])")
-    serve.add_argument("--models", type=Path, help="TOML file of models (default: embedded tiny)")
+    serve = command("serve", "run the server (needs tether[server])")
+    serve.add_argument(
+        "--models",
+        type=Path,
+        metavar="FILE",
+        help="TOML file of models (without it and --models-dir: the embedded tiny model)",
+    )
+    serve.add_argument(
+        "--models-dir",
+        type=Path,
+        metavar="DIR",
+        help="a ComfyUI or A1111 models folder (checkpoints/, controlnet/, loras/, "
+        "embeddings/ or Stable-diffusion/, ControlNet/, Lora/, embeddings/)",
+    )
+    serve.add_argument(
+        "--max-loaded",
+        type=int,
+        default=1,
+        metavar="N",
+        help="base models kept loaded; one more unloads the least recently used",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=50051, help="port (0: any free port)")
-    serve.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    serve.add_argument(
+        "--devices",
+        "--device",
+        help="comma-separated torch devices, e.g. cuda:0,cuda:1; the workers take them in "
+        "turn (default: every GPU, else cpu)",
+    )
+    serve.add_argument(
+        "--workers", type=int, help="engine worker processes (default: one per device)"
+    )
     serve.add_argument(
         "--dtype",
         choices=["float16", "bfloat16", "float32"],
@@ -137,6 +257,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-pixels", type=int, default=1024 * 1024, help="largest width x height")
     serve.add_argument("--max-steps", type=int, default=150, help="largest steps")
     serve.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port; "
+        "default: none)",
+    )
+    serve.add_argument(
         "--drain-seconds",
         type=float,
         default=60.0,
@@ -150,9 +276,12 @@ def _client(args: argparse.Namespace) -> Client:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    output_format = _FORMATS_BY_SUFFIX.get(args.output.suffix.lower())
+    output_format = FORMATS_BY_EXTENSION.get(args.output.suffix.lower())
     if output_format is None:
         raise ValueError(f"-o {args.output}: use a .png, .jpg or .webp file name")
+    width, height, init, mask = args.width, args.height, args.init, args.mask
+    if init is not None and width is None and height is None:
+        width, height, init, mask = _size_of_init(init, mask)
     if args.previews:
         args.previews.mkdir(parents=True, exist_ok=True)
     bar = _ProgressBar()
@@ -160,16 +289,17 @@ def _generate(args: argparse.Namespace) -> int:
         stream = client.stream(
             args.prompt,
             negative_prompt=args.negative,
+            model=args.model,
             controls=args.control,
             seed=args.seed,
             steps=args.steps,
             guidance_scale=args.guidance,
-            width=args.width,
-            height=args.height,
+            width=width,
+            height=height,
             scheduler=args.scheduler,
-            init_image=args.init,
+            init_image=init,
             strength=args.strength,
-            mask=args.mask,
+            mask=mask,
             mask_blur=args.mask_blur,
             preview=args.preview if args.previews else None,
             output_format=output_format,
@@ -193,7 +323,51 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _save_preview(pixels, path: Path) -> None:
+def _size_of_init(
+    init: Path, mask: Path | None
+) -> tuple[int, int, Path | bytes, Path | bytes | None]:
+    """The output size for an --init image without --width/--height: its own, read from its
+    header. A side that is not a multiple of 8 is rounded down and the centres of the image
+    and of a mask of the same size are cropped to it (with pillow): the server wants an init
+    image of exactly the output size, and a crop keeps every other pixel as it is.
+    Returns width, height, init image, mask."""
+    size = images.encoded_size(init.read_bytes())
+    if size is None:
+        raise ValueError(f"--init {init}: not a PNG, JPEG or WebP file")
+    width, height = size
+    fitted = (width // 8 * 8, height // 8 * 8)
+    if fitted == size:
+        return width, height, init, mask
+    if 0 in fitted:
+        raise ValueError(f"--init {init}: {width}x{height} is smaller than 8x8")
+    print(
+        f"tether: --init is {width}x{height}; using its centre {fitted[0]}x{fitted[1]} "
+        "(sizes are multiples of 8)",
+        file=sys.stderr,
+    )
+    if mask is not None and images.encoded_size(mask.read_bytes()) == size:
+        mask = _centre_crop(mask, *fitted)
+    return *fitted, _centre_crop(init, *fitted), mask
+
+
+def _centre_crop(path: Path, width: int, height: int) -> bytes:
+    """The centre width x height of an image file, as a PNG file's bytes."""
+    try:
+        from PIL import Image as PILImage
+    except ImportError:
+        raise ValueError(
+            f"cropping {path} to {width}x{height} needs pillow (pip install pillow); or crop "
+            "it yourself, or pass --width and --height"
+        ) from None
+    with PILImage.open(path) as image:
+        left, top = (image.width - width) // 2, (image.height - height) // 2
+        cropped = image.crop((left, top, left + width, top + height))
+        encoded = io.BytesIO()
+        cropped.save(encoded, "PNG")
+    return encoded.getvalue()
+
+
+def _save_preview(pixels: np.ndarray, path: Path) -> None:
     try:
         from PIL import Image as PILImage
     except ImportError:
@@ -224,10 +398,10 @@ class _ProgressBar:
 def _models(args: argparse.Namespace) -> int:
     with _client(args) as client:
         listing = client.models()
-    for model in listing.models:
+    for i, model in enumerate(listing.models):
         print(
             f"model    {model.name} ({model.family}, {model.default_width}x"
-            f"{model.default_height} by default)"
+            f"{model.default_height} by default){' [default]' if i == 0 else ''}"
         )
     for control in listing.controls:
         print(f"control  {control.name} ({control.kind})")
@@ -264,6 +438,40 @@ def _train(args: argparse.Namespace) -> int:
     return train_main(args)
 
 
+def _explain(error: TetherError, args: argparse.Namespace) -> str:
+    """The line for a failed call: the server's message, or for the cases where that
+    message speaks gRPC (metadata, TLS handshakes), what to do on this command line."""
+    if isinstance(error, Cancelled):
+        return "cancelled"
+    kind = error.code.lower().replace("_", " ")
+    if isinstance(error, Unauthenticated):
+        if args.token:
+            return f"{kind}: the server refused the token (from --token or $TETHER_TOKEN)"
+        return f"{kind}: the server needs a token: pass --token TOKEN or set TETHER_TOKEN"
+    if isinstance(error, Unavailable) and args.tls and "handshake" in str(error).lower():
+        return (
+            f"{kind}: the TLS handshake with {args.server} failed; is it a plaintext server? "
+            "Then leave out --tls"
+        )
+    return f"{kind}: {error}"
+
+
+def _quiet_grpc_core() -> None:
+    """gRPC's C core logs some failures itself (a failed TLS handshake, ...) on file
+    descriptor 2 before the call fails, and the CLI reports every failure in one line of its
+    own. GRPC_VERBOSITY cannot quiet it: it is read when grpc is imported, and `import
+    tether` has done that. So file descriptor 2 goes to /dev/null and Python's sys.stderr
+    to a copy of it, for the rest of this process."""
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    sys.stderr = open(  # left open: it is the CLI's stderr until the process ends
+        terminal, "w", buffering=1, encoding=sys.stderr.encoding, errors=sys.stderr.errors
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = {
@@ -274,12 +482,16 @@ def main(argv: list[str] | None = None) -> int:
         "train": _train,
         "bridge": bridge.main,
     }
+    if args.command in ("generate", "models", "info"):
+        _quiet_grpc_core()
     try:
         return command[args.command](args)
     except TetherError as error:
-        print(f"tether: {error.code.lower().replace('_', ' ')}: {error}", file=sys.stderr)
+        print(f"tether: {_explain(error, args)}", file=sys.stderr)
     except (ValueError, OSError) as error:
         print(f"tether: {error}", file=sys.stderr)
     except KeyboardInterrupt:
-        print("tether: interrupted", file=sys.stderr)
+        # A generation running was cancelled on the server by Stream.result on its way out.
+        print("tether: cancelled", file=sys.stderr)
+        return _INTERRUPTED
     return 1

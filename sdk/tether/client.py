@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,23 +12,40 @@ import numpy as np
 from . import connection, images, protocol
 from ._proto.tether.v1 import tether_pb2, tether_pb2_grpc
 from .errors import from_status, no_result
-from .live import LiveConfig, LiveSession
-from .protocol import Control, Event, ModelList, Progress, Result, ServerInfo
+from .live import LiveSession
+from .types import Control, Event, LiveConfig, ModelList, Progress, Result, ServerInfo
 
 
 class Stream:
     """The events of one generation: iterate over it; `cancel()` from any thread stops the
-    job on the server before its next step (iteration then raises `tether.Cancelled`)."""
+    job on the server before its next step (iteration then raises `tether.Cancelled`). A job
+    whose server goes away before it starts is sent again (`connection.GENERATE_RESENDS`):
+    its events then start over with Queued."""
 
-    def __init__(self, call: Any) -> None:
-        self._call = call
+    def __init__(self, send: Callable[[float | None], Any], timeout: float | None) -> None:
+        self._send = send  # timeout -> a new Generate call
+        self._attempts = connection.Attempts(timeout)
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._call = send(timeout)
 
     def __iter__(self) -> Iterator[Event]:
-        try:
-            for event in self._call:
-                yield protocol.event_from_proto(event)
-        except grpc.RpcError as error:
-            raise from_status(error.code(), error.details()) from None
+        while True:
+            try:
+                for event in self._call:
+                    self._attempts.seen(event)
+                    yield protocol.event_from_proto(event)
+                return
+            except grpc.RpcError as error:
+                if not self._send_again(error.code()):
+                    raise from_status(error.code(), error.details()) from None
+
+    def _send_again(self, code: grpc.StatusCode) -> bool:
+        with self._lock:
+            if self._cancelled or not self._attempts.again(code):
+                return False
+            self._call = self._send(self._attempts.timeout())
+            return True
 
     def result(self, on_event: Callable[[Event], None] | None = None) -> Result:
         """Wait for the Result, calling `on_event` with every Queued and Progress event
@@ -43,7 +61,10 @@ class Stream:
         raise no_result()
 
     def cancel(self) -> None:
-        self._call.cancel()
+        with self._lock:
+            self._cancelled = True
+            call = self._call
+        call.cancel()
 
     def __enter__(self) -> Stream:
         return self
@@ -58,8 +79,10 @@ class Client:
         with tether.Client("127.0.0.1:50051") as client:
             result = client.generate("a castle", controls=[tether.Control("depth", depth)])
 
-    `token` is sent as `authorization: Bearer <token>`; `tls` is False (plaintext), True
-    (system roots) or the path of a PEM root certificate to trust.
+    `target` is `host:port`, or replicas: `dns:///name:port` (every address of the name)
+    or `ipv4:ip:port,ip:port`; calls go round robin (see `tether.connection`). `token` is
+    sent as `authorization: Bearer <token>`; `tls` is False (plaintext), True (system
+    roots) or the path of a PEM root certificate to trust.
     """
 
     def __init__(
@@ -71,7 +94,7 @@ class Client:
         max_message_bytes: int = connection.MAX_MESSAGE_BYTES,
     ) -> None:
         creds = connection.credentials(tls)
-        opts = connection.options(max_message_bytes)
+        opts = connection.channel_options(max_message_bytes)
         self._channel = (
             grpc.secure_channel(target, creds, options=opts)
             if creds
@@ -118,7 +141,11 @@ class Client:
         output_format ("raw", "png", "jpeg", "webp").
         """
         request = protocol.generate_request(prompt, **options)
-        return Stream(self._stub.Generate(request, timeout=timeout, metadata=self._metadata))
+
+        def send(timeout: float | None) -> Any:
+            return self._stub.Generate(request, timeout=timeout, metadata=self._metadata)
+
+        return Stream(send, timeout)
 
     def generate(
         self,
@@ -132,7 +159,7 @@ class Client:
         To cancel from another thread, use `stream` and its `cancel()`. `options` as for
         `stream`."""
         stream = self.stream(prompt, timeout=timeout, **options)
-        return stream.result(protocol.progress_callback(on_progress))
+        return stream.result(progress_callback(on_progress))
 
     def close(self) -> None:
         self._channel.close()
@@ -148,3 +175,18 @@ class Client:
             return method(request, timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as error:
             raise from_status(error.code(), error.details()) from None
+
+
+def progress_callback(
+    on_progress: Callable[[Progress], None] | None,
+) -> Callable[[Event], None] | None:
+    """`Stream.result`'s `on_event` from `generate`'s `on_progress`: Progress events only
+    (shared with `tether.aio`)."""
+    if on_progress is None:
+        return None
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, Progress):
+            on_progress(event)
+
+    return on_event

@@ -77,8 +77,18 @@ _BY_STATUS: dict[grpc.StatusCode, type[TetherError]] = {
 }
 
 
+# What gRPC's client-side health checking (tether.connection) says when every server of a
+# target reports NOT_SERVING: the call never reached one, so no server's own words came.
+_UNHEALTHY = "backend unhealthy"
+
+
 def from_status(code: grpc.StatusCode, message: str) -> TetherError:
     """The typed exception for a status code and the server's message."""
+    if code == grpc.StatusCode.UNAVAILABLE and message.endswith(_UNHEALTHY):
+        message = (
+            "no server at this address is serving yet (it is loading its models, or "
+            f"draining); retry when its health is SERVING ({message})"
+        )
     error = _BY_STATUS.get(code, TetherError)(message or code.name)
     if error.code == TetherError.code:
         error.code = code.name

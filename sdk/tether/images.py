@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,58 @@ def encoded_format(data: bytes) -> str | None:
     for name, signatures in _SIGNATURES.items():
         if data.startswith(signatures):
             return name
+    return None
+
+
+def encoded_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG, JPEG or WebP file's header, without decoding (nor pillow);
+    None when the header is not one of those or is cut short."""
+    try:
+        fmt = encoded_format(data)
+        if fmt == "PNG":
+            return struct.unpack(">II", data[16:24])  # IHDR, the first chunk
+        if fmt == "JPEG":
+            return _jpeg_size(data)
+        if fmt == "WEBP":
+            return _webp_size(data)
+    except struct.error:
+        pass
+    return None
+
+
+# Start-of-frame markers (baseline, progressive, lossless, arithmetic): they hold the size.
+_JPEG_FRAMES = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """Walk the segments after SOI (each 0xFF, marker, 16-bit length) to the frame header."""
+    offset = 2
+    while offset + 4 <= len(data) and data[offset] == 0xFF:
+        marker = data[offset + 1]
+        if marker == 0xFF:  # fill byte
+            offset += 1
+        elif marker in _JPEG_FRAMES:
+            height, width = struct.unpack(">HH", data[offset + 5 : offset + 9])
+            return width, height
+        else:
+            (length,) = struct.unpack(">H", data[offset + 2 : offset + 4])
+            offset += 2 + length
+    return None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    """The first chunk of a WebP file: VP8 (lossy), VP8L (lossless) or VP8X (extended)."""
+    chunk = data[12:16]
+    if chunk == b"VP8 ":  # after a 3-byte frame tag and the start code 9d 01 2a
+        width, height = struct.unpack("<HH", data[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L":  # after the signature byte 0x2f: 14 bits width - 1, 14 bits height - 1
+        (bits,) = struct.unpack("<I", data[21:25])
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X":  # after flags and reserved bytes: 24 bits width - 1, height - 1
+        (width,) = struct.unpack("<I", data[24:27] + b"\0")
+        (height,) = struct.unpack("<I", data[27:30] + b"\0")
+        return width + 1, height + 1
     return None
 
 
@@ -109,27 +162,42 @@ def write_raw(raw: image_pb2.RawImage, array: np.ndarray, field: str = "image") 
 
 def array_from_raw(raw: image_pb2.RawImage, field: str = "image") -> np.ndarray:
     """`RawImage` -> (H, W, C) array of its own dtype, checking the buffer's length."""
-    if raw.pixel_type not in DTYPES:
-        raise ValueError(f"{field}.raw.pixel_type: must be U8, F16 or F32")
-    if raw.width < 1 or raw.height < 1:
-        raise ValueError(f"{field}.raw: width and height must be at least 1")
-    if raw.channels not in (1, 3, 4):
-        raise ValueError(f"{field}.raw.channels: must be 1, 3 or 4 (got {raw.channels})")
-    dtype = DTYPES[raw.pixel_type]
-    expected = raw.width * raw.height * raw.channels * dtype.itemsize
-    if len(raw.data) != expected:
+    return array_from_buffer(
+        raw.data, raw.width, raw.height, raw.channels, raw.pixel_type, f"{field}.raw"
+    )
+
+
+def array_from_buffer(
+    data: bytes, width: int, height: int, channels: int, pixel_type: int, field: str = "image"
+) -> np.ndarray:
+    """A raw buffer described as `RawImage` describes one -> (H, W, C) array of its own
+    dtype, every field checked. For buffers that do not arrive in a `RawImage` (the bridge's
+    frames), without copying them into one."""
+    if pixel_type not in DTYPES:
+        raise ValueError(f"{field}.pixel_type: must be U8, F16 or F32")
+    if width < 1 or height < 1:
+        raise ValueError(f"{field}: width and height must be at least 1")
+    if channels not in (1, 3, 4):
+        raise ValueError(f"{field}.channels: must be 1, 3 or 4 (got {channels})")
+    dtype = DTYPES[pixel_type]
+    expected = width * height * channels * dtype.itemsize
+    if len(data) != expected:
         raise ValueError(
-            f"{field}.raw.data: {len(raw.data)} bytes, but {raw.width}x{raw.height}x"
-            f"{raw.channels} of {dtype.name} needs {expected}"
+            f"{field}.data: {len(data)} bytes, but {width}x{height}x{channels} of "
+            f"{dtype.name} needs {expected}"
         )
-    array = np.frombuffer(raw.data, dtype=dtype)
-    return array.reshape(raw.height, raw.width, raw.channels)
+    return np.frombuffer(data, dtype=dtype).reshape(height, width, channels)
 
 
 def from_proto(image: image_pb2.Image, field: str = "image") -> np.ndarray:
     """`tether.v1.Image` -> numpy array: raw as stored, encoded files decoded with pillow."""
     if image.WhichOneof("kind") == "raw":
         return array_from_raw(image.raw, field)
+    return decode(image.encoded, field)
+
+
+def decode(data: bytes, field: str = "image") -> np.ndarray:
+    """A PNG, JPEG or WebP file -> (H, W, 3) uint8, with pillow."""
     try:
         from PIL import Image as PILImage
     except ImportError as error:
@@ -137,5 +205,5 @@ def from_proto(image: image_pb2.Image, field: str = "image") -> np.ndarray:
             f"{field}: decoding an encoded image needs pillow (pip install pillow); ask the "
             "server for output_format='raw' to get pixels without it"
         ) from error
-    with PILImage.open(io.BytesIO(image.encoded)) as decoded:
+    with PILImage.open(io.BytesIO(data)) as decoded:
         return np.asarray(decoded.convert("RGB"))

@@ -17,186 +17,15 @@ answer. `tether.aio.Client.live` is the async twin.
 
 from __future__ import annotations
 
-import threading
-from collections import deque
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
 
-from . import images, protocol
-from ._proto.tether.v1 import tether_pb2
+from . import protocol
 from .errors import from_status
-from .images import ImageInput
-from .protocol import OUTPUT_FORMATS, Control, Picture
-
-
-@dataclass
-class LiveConfig:
-    """Settings of a live session. `controls` are units without images (image=None): each
-    frame brings one image per unit, in order. steps 1 to 4; steps x strength must leave at
-    least one step; guidance_scale <= 1 runs without classifier-free guidance (fast);
-    width/height 0 take the frame's size; reuse_threshold > 0 lets a frame that differs from
-    the last processed one by less (mean absolute difference, 0..1) reuse its output."""
-
-    prompt: str
-    negative_prompt: str = ""
-    controls: Sequence[Control] = ()
-    steps: int = 2
-    strength: float = 0.5
-    seed: int = 0
-    guidance_scale: float = 1.0
-    width: int = 0
-    height: int = 0
-    scheduler: str | None = None
-    output_format: str = "raw"
-    reuse_threshold: float = 0.0
-    model: str | None = None
-
-    def to_proto(self) -> tether_pb2.LiveConfig:
-        if self.output_format not in OUTPUT_FORMATS:
-            raise ValueError(f"output_format: must be one of {', '.join(OUTPUT_FORMATS)}")
-        return tether_pb2.LiveConfig(
-            model=self.model or "",
-            prompt=self.prompt,
-            negative_prompt=self.negative_prompt,
-            seed=self.seed,
-            steps=self.steps,
-            strength=self.strength,
-            guidance_scale=self.guidance_scale,
-            width=self.width,
-            height=self.height,
-            scheduler=self.scheduler or "",
-            controls=[unit.to_proto(f"controls[{i}]") for i, unit in enumerate(self.controls)],
-            output_format=OUTPUT_FORMATS[self.output_format],
-            reuse_threshold=self.reuse_threshold,
-        )
-
-
-@dataclass
-class LiveFrame:
-    """One frame: its id (results name it), its colour image and one image per unit."""
-
-    id: int
-    image: ImageInput
-    controls: Sequence[ImageInput] = field(default_factory=tuple)
-
-    def to_proto(self) -> tether_pb2.LiveFrame:
-        message = tether_pb2.LiveFrame()
-        self.write(message)
-        return message
-
-    def write(self, message: tether_pb2.LiveFrame) -> None:
-        """Fill `message` in place (see `images.write` for why)."""
-        message.id = self.id
-        images.write(message.image, self.image, "frame.image")
-        for i, image in enumerate(self.controls):
-            images.write(message.controls.add(), image, f"frame.controls[{i}]")
-
-
-@dataclass(frozen=True)
-class LiveResult(Picture):
-    """The image for frame `frame_id`. `dropped`: frames of the session replaced by newer
-    ones before they were processed; `latency_ms`: from the frame reaching the server to
-    the result leaving it; `reused`: the previous output, sent again."""
-
-    frame_id: int
-    dropped: int
-    latency_ms: float
-    reused: bool
-
-
-@dataclass(frozen=True)
-class LiveError:
-    """Frame `frame_id` (0: a config) could not be processed; the session goes on."""
-
-    frame_id: int
-    message: str
-
-
-LiveEvent = LiveResult | LiveError
-
-
-def config_request(config: LiveConfig) -> tether_pb2.LiveRequest:
-    return tether_pb2.LiveRequest(config=config.to_proto())
-
-
-def frame_request(frame: LiveFrame) -> tether_pb2.LiveRequest:
-    request = tether_pb2.LiveRequest()
-    frame.write(request.frame)
-    return request
-
-
-def event_from_proto(event: tether_pb2.LiveEvent, dropped_here: int = 0) -> LiveEvent:
-    """`dropped_here`: frames the client replaced before they were sent, added to the
-    server's count so that answered + dropped = sent."""
-    if event.WhichOneof("event") == "error":
-        return LiveError(frame_id=event.error.frame_id, message=event.error.message)
-    result = event.result
-    return LiveResult(
-        frame_id=result.frame_id,
-        dropped=result.dropped + dropped_here,
-        latency_ms=result.latency_ms,
-        reused=result.reused,
-        **protocol.picture_fields(result.image),
-    )
-
-
-class Outbox:
-    """Messages waiting to be written, in order, with frames paced by the server: a frame is
-    written when the one written before it has been answered; until then a new frame
-    replaces the one waiting here (latest wins on this side too). So a host that renders
-    faster than the server serves sends only frames that will be served, each the newest
-    one when the server is ready for it, and nothing is serialised, sent or parsed only to
-    be dropped. (Two frames in flight hide the round trip but, measured, doubled the lag
-    for no gain in frames per second on a CPU-bound server.)"""
-
-    def __init__(self) -> None:
-        self._waiting: deque[tether_pb2.LiveRequest | None] = deque()
-        self._unanswered: int | None = None  # the id of the frame written and not answered
-        self._condition = threading.Condition()
-        self.dropped = 0
-
-    def put(self, request: tether_pb2.LiveRequest | None) -> None:
-        """A request, or None for the end of the stream."""
-        with self._condition:
-            last = self._waiting[-1] if self._waiting else None
-            if _is_frame(request) and _is_frame(last):
-                self._waiting[-1] = request
-                self.dropped += 1
-            else:
-                self._waiting.append(request)
-            self._condition.notify()
-
-    def answered(self, event: tether_pb2.LiveEvent) -> None:
-        """The server answered a frame (a result or an error); the next one may go."""
-        answer = event.result if event.WhichOneof("event") == "result" else event.error
-        with self._condition:
-            if answer.frame_id == self._unanswered:
-                self._unanswered = None
-                self._condition.notify()
-
-    def requests(self) -> Iterator[tether_pb2.LiveRequest]:
-        while True:
-            with self._condition:
-                self._condition.wait_for(self._ready)
-                request = self._waiting.popleft()
-                if _is_frame(request):
-                    self._unanswered = request.frame.id
-            if request is None:
-                return
-            yield request
-
-    def _ready(self) -> bool:
-        """Configs and the end of the stream go at once; a frame once the last is answered."""
-        if not self._waiting:
-            return False
-        return not _is_frame(self._waiting[0]) or self._unanswered is None
-
-
-def _is_frame(request: tether_pb2.LiveRequest | None) -> bool:
-    return request is not None and request.HasField("frame")
+from .outbox import ThreadOutbox
+from .types import LiveConfig, LiveError, LiveFrame, LiveResult
 
 
 class LiveSession:
@@ -204,31 +33,34 @@ class LiveSession:
     `close` says no more frames, and iteration ends after the last result."""
 
     def __init__(self, stub: Any, metadata: tuple, config: LiveConfig) -> None:
-        self._outbox = Outbox()
-        self._outbox.put(config_request(config))
-        # grpc's own thread takes messages from the outbox as the connection allows.
+        self._outbox = ThreadOutbox()
+        self._outbox.put(protocol.live_config_request(config))
+        # grpc's own thread takes messages from the outbox as the connection allows, until
+        # the outbox ends the stream, which it does at the latest when the call ends.
         self._call = stub.Live(self._outbox.requests(), metadata=metadata)
+        if not self._call.add_callback(self._outbox.cancel):
+            self._outbox.cancel()  # it ended already
 
     def send(self, frame: LiveFrame) -> None:
-        self._outbox.put(frame_request(frame))
+        self._outbox.put(protocol.live_frame_request(frame))
 
     def configure(self, config: LiveConfig) -> None:
         """A new config, for the frames processed after it."""
-        self._outbox.put(config_request(config))
+        self._outbox.put(protocol.live_config_request(config))
 
     def close(self) -> None:
-        self._outbox.put(None)
+        self._outbox.close()
 
     def cancel(self) -> None:
-        """End the session now, results in flight included."""
-        self.close()
+        """End the session now, results in flight and a frame waiting to be sent included."""
+        self._outbox.cancel()
         self._call.cancel()
 
-    def __iter__(self) -> Iterator[LiveEvent]:
+    def __iter__(self) -> Iterator[LiveResult | LiveError]:
         try:
             for event in self._call:
                 self._outbox.answered(event)
-                yield event_from_proto(event, self._outbox.dropped)
+                yield protocol.live_event_from_proto(event, self._outbox.dropped)
         except grpc.RpcError as error:
             raise from_status(error.code(), error.details()) from None
 

@@ -27,13 +27,16 @@ import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from . import schedulers
-from .errors import NotFound, invalid
+from . import controlnet, schedulers
+from .catalog import ControlEntry
+from .errors import invalid, shown
 from .models import ModelSet
+from .registry import ModelRegistry
 
 CONTROL_MODES = ("balanced", "prompt", "control")
 PREVIEW_MODES = ("none", "fast", "full")
 MAX_CONTROLS = 8  # units per job
+MAX_PROMPT_CHARS = 4096  # CLIP reads 77 tokens; the prompt cache keeps whole prompts
 
 # SD 1.5 latent channels -> RGB (rows: latent channels; columns: R, G, B). ComfyUI's
 # coefficients; applied to the predicted clean latent they give a 1/8-size preview for free.
@@ -53,7 +56,7 @@ class ControlInput:
     """One ControlNet unit of a job. `image` is the control map at the output size."""
 
     model: str
-    image: np.ndarray  # (height, width, 3) float32 in [0, 1]
+    image: np.ndarray | None  # (height, width, 3) float32 in [0, 1]; None: not made yet
     weight: float = 1.0
     start: float = 0.0
     end: float = 1.0
@@ -63,21 +66,23 @@ class ControlInput:
 ProgressCallback = Callable[[int, int, "np.ndarray | None"], None]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Job:
-    """One generation. Fields mirror GenerateRequest after defaults are applied."""
+    """One generation: GenerateRequest's fields once the request layer (`jobs`) has applied
+    its defaults. The engine keeps no request defaults of its own."""
 
     prompt: str
     negative_prompt: str = ""
+    model: str = ""  # a base model name from the registry; "": its default
     seed: int = 0
-    steps: int = 20
-    guidance_scale: float = 7.5
-    width: int = 512
-    height: int = 512
+    steps: int
+    guidance_scale: float
+    width: int
+    height: int
     scheduler: str = schedulers.DEFAULT_SCHEDULER
     controls: list[ControlInput] = field(default_factory=list)
     init_image: np.ndarray | None = None  # (height, width, 3) float32 in [0, 1]
-    strength: float = 0.75
+    strength: float = 1.0  # with init_image: how much of it is repainted
     # Inpainting, with init_image: (height, width) float32, 1 = repaint, 0 = keep.
     mask: np.ndarray | None = None
     preview: str = "none"
@@ -99,6 +104,7 @@ class Output:
     denoise_ms: float
     decode_ms: float
     batch_size: int
+    steps: int  # denoising steps run (img2img runs steps x strength)
 
 
 @dataclass
@@ -123,46 +129,53 @@ class _Unit:
 
 
 class Engine:
-    """Runs jobs on one model set. Not thread-safe: one thread calls `run`."""
+    """Runs jobs on a registry's models (or one model set). Not thread-safe: one thread runs."""
 
     def __init__(
         self,
-        models: ModelSet,
+        models: ModelSet | ModelRegistry,
         *,
         max_pixels: int = 1024 * 1024,
         max_steps: int = 150,
         max_controls: int = MAX_CONTROLS,
         prompt_cache_size: int = 256,
     ) -> None:
-        self.models = models
+        registry = self.registry = ModelRegistry.of(models)
+        self.models = registry.last_used()  # the running batch's, set by `run`
         self.max_pixels = max_pixels
         self.max_steps = max_steps
         self.max_controls = max_controls
-        self._prompt_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._prompt_cache: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
         self._prompt_cache_size = prompt_cache_size
-        self._latent_rgb = torch.tensor(LATENT_RGB, device=models.device, dtype=models.dtype)
+        self._latent_rgb = torch.tensor(LATENT_RGB, device=registry.device, dtype=registry.dtype)
 
     # -- validation ----------------------------------------------------------------------
 
-    def check(self, job: Job) -> None:
-        """Raise InvalidArgument or NotFound, naming the field, if the job cannot run."""
-        for name, value in (("width", job.width), ("height", job.height)):
-            if value <= 0 or value % 8:
-                raise invalid(name, f"must be a positive multiple of 8 (got {value})")
-        if job.width * job.height > self.max_pixels:
-            raise invalid(
-                "width",
-                f"{job.width}x{job.height} is {job.width * job.height} pixels; this server "
-                f"accepts at most {self.max_pixels} (e.g. {_square(self.max_pixels)})",
-            )
-        if not 1 <= job.steps <= self.max_steps:
-            raise invalid("steps", f"must be 1 to {self.max_steps} (got {job.steps})")
+    def check(self, job: Job, *, max_steps: int | None = None) -> None:
+        """Raise InvalidArgument or NotFound, naming the field, if the job cannot run.
+
+        The one range check of a job. It is cheap and reads no pixel, so the request layer
+        (`jobs`) runs it before it decodes any image, with the images still None (an image
+        that is None is not checked), and again once they are made. `max_steps` lowers the
+        server's limit (live sessions run 1 to 4 steps).
+        """
+        self.check_size(job.width, job.height)
+        max_steps = self.max_steps if max_steps is None else max_steps
+        if not 1 <= job.steps <= max_steps:
+            raise invalid("steps", f"must be 1 to {max_steps} (got {job.steps})")
+        for name, text in (("prompt", job.prompt), ("negative_prompt", job.negative_prompt)):
+            if len(text) > MAX_PROMPT_CHARS:
+                raise invalid(
+                    name,
+                    f"at most {MAX_PROMPT_CHARS} characters (got {len(text)}); the text "
+                    "encoder reads the first 77 tokens",
+                )
         if not 0 <= job.guidance_scale <= 30:
             raise invalid("guidance_scale", f"must be 0 to 30 (got {job.guidance_scale:g})")
         if job.scheduler not in schedulers.SCHEDULERS:
             raise invalid(
                 "scheduler",
-                f"unknown scheduler {job.scheduler!r}; use one of "
+                f"unknown scheduler {shown(job.scheduler)}; use one of "
                 f"{', '.join(schedulers.SCHEDULERS)}",
             )
         if job.preview not in PREVIEW_MODES:
@@ -196,11 +209,7 @@ class Engine:
             )
         for i, unit in enumerate(job.controls):
             where = f"controls[{i}]"
-            if unit.model not in self.models.controls:
-                raise NotFound(
-                    f"{where}.model: no control model {unit.model!r}; this server has "
-                    f"{', '.join(self.models.controls) or 'none'}"
-                )
+            self.control_model(unit.model, where)
             if not 0 <= unit.weight <= 2:
                 raise invalid(f"{where}.weight", f"must be 0 to 2 (got {unit.weight:g})")
             for name, value in (("start", unit.start), ("end", unit.end)):
@@ -213,16 +222,33 @@ class Engine:
                 )
             if unit.mode not in CONTROL_MODES:
                 raise invalid(f"{where}.mode", f"must be one of {', '.join(CONTROL_MODES)}")
-            if unit.image.shape != size:
+            if unit.image is not None and unit.image.shape != size:
                 raise invalid(
                     f"{where}.image",
                     f"is {_describe(unit.image)}; must be the output size {_wxh(job)}, RGB",
                 )
 
+    def check_size(self, width: int, height: int) -> None:
+        """An output size: positive multiples of 8, at most `max_pixels` pixels."""
+        for name, value in (("width", width), ("height", height)):
+            if value <= 0 or value % 8:
+                raise invalid(name, f"must be a positive multiple of 8 (got {value})")
+        if width * height > self.max_pixels:
+            raise invalid(
+                "width",
+                f"{width}x{height} is {width * height} pixels; this server accepts at most "
+                f"{self.max_pixels} (e.g. {_square(self.max_pixels)})",
+            )
+
+    def control_model(self, name: str, where: str) -> ControlEntry:
+        """The control model `name` (its kind), or NotFound naming the unit (`where`)."""
+        return self.registry.control(name, where)
+
     @staticmethod
     def batch_key(job: Job) -> tuple:
         """Jobs with equal keys can share one denoising loop."""
         return (
+            job.model,
             job.width,
             job.height,
             job.steps,
@@ -242,9 +268,11 @@ class Engine:
 
         Returns one Output per job, None for a job cancelled before it finished.
         """
-        models = self.models
-        device, dtype = models.device, models.dtype
         first = jobs[0]
+        # 0. The jobs' model, loaded if need be; the last one let go so that unloading frees it.
+        self.models = None
+        models = self.models = self.registry.load(first.model, [u.model for u in first.controls])
+        device, dtype = models.device, models.dtype
         batch = len(jobs)
         cfg = first.guidance_scale > 1
         started = time.perf_counter()
@@ -352,6 +380,7 @@ class Engine:
                 denoise_ms=(denoised - prepared) * 1000,
                 decode_ms=(finished - denoised) * 1000,
                 batch_size=batch,
+                steps=total,
             )
         return outputs
 
@@ -359,9 +388,10 @@ class Engine:
 
     def _encode(self, prompt: str) -> torch.Tensor:
         """Prompt -> CLIP hidden states (1, 77, dim), as diffusers' encode_prompt, cached."""
-        cached = self._prompt_cache.get(prompt)
+        key = (self.models.name, prompt)
+        cached = self._prompt_cache.get(key)
         if cached is not None:
-            self._prompt_cache.move_to_end(prompt)
+            self._prompt_cache.move_to_end(key)
             return cached
         tokenizer, encoder = self.models.tokenizer, self.models.text_encoder
         ids = tokenizer(
@@ -373,7 +403,7 @@ class Engine:
         ).input_ids
         embeds = encoder(ids.to(encoder.device), attention_mask=None)[0]
         embeds = embeds.to(dtype=encoder.dtype)
-        self._prompt_cache[prompt] = embeds
+        self._prompt_cache[key] = embeds
         if len(self._prompt_cache) > self._prompt_cache_size:
             self._prompt_cache.popitem(last=False)
         return embeds
@@ -485,7 +515,7 @@ class Engine:
             full = len(rows) == rows_total
             sample = model_input if full else model_input.index_select(0, rows)
             context = embeds if full else embeds.index_select(0, rows)
-            unit_down, unit_mid = _controlnet_forward(
+            unit_down, unit_mid = controlnet.forward(
                 unit.net, sample, t, context, _take(unit.hint, picked)
             )
             scales = _take(unit.scales, picked)
@@ -511,7 +541,7 @@ class Engine:
             if due:
                 x0 = getattr(result, "pred_original_sample", None)
                 if x0 is None:
-                    x0 = _predict_x0(scheduler, before, noise_pred, t)
+                    x0 = schedulers.predict_x0(scheduler, before, noise_pred, t)
                 preview = self._preview(x0[j : j + 1], job.preview)
             job.on_progress(step, total, preview)
 
@@ -526,40 +556,6 @@ class Engine:
         images = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
         images = (images / 2 + 0.5).clamp(0, 1)
         return list(images.permute(0, 2, 3, 1).float().cpu().numpy())
-
-
-def _controlnet_forward(net, sample, t, context, hint):
-    """ControlNetModel.forward with the conditioning embedding precomputed (`hint`) and
-    without scaling: the same operations as diffusers' steps 1-5 for SD 1.5 ControlNets."""
-    timesteps = t[None].to(sample.device) if t.dim() == 0 else t
-    t_emb = net.time_proj(timesteps.expand(sample.shape[0])).to(dtype=sample.dtype)
-    emb = net.time_embedding(t_emb, None)
-    sample = net.conv_in(sample)
-    sample = sample + hint
-    residuals = (sample,)
-    for block in net.down_blocks:
-        if getattr(block, "has_cross_attention", False):
-            sample, block_residuals = block(
-                hidden_states=sample, temb=emb, encoder_hidden_states=context
-            )
-        else:
-            sample, block_residuals = block(hidden_states=sample, temb=emb)
-        residuals += block_residuals
-    if getattr(net.mid_block, "has_cross_attention", False):
-        sample = net.mid_block(sample, emb, encoder_hidden_states=context)
-    else:
-        sample = net.mid_block(sample, emb)
-    down = [block(r) for r, block in zip(residuals, net.controlnet_down_blocks)]
-    return down, net.controlnet_mid_block(sample)
-
-
-def _predict_x0(scheduler, sample, noise_pred, t) -> torch.Tensor:
-    """Predicted clean latent for schedulers whose step does not return it (DDPM-space
-    latents: UniPC, DPM-Solver)."""
-    alpha = scheduler.alphas_cumprod.to(sample.device)[int(t)].to(sample.dtype)
-    if scheduler.config.prediction_type == "v_prediction":
-        return alpha.sqrt() * sample - (1 - alpha).sqrt() * noise_pred
-    return (sample - (1 - alpha).sqrt() * noise_pred) / alpha.sqrt()
 
 
 def _rows(live: list[bool], cfg: bool, device) -> torch.Tensor:

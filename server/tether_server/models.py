@@ -1,54 +1,24 @@
-"""Model sets: one SD-1.5-shaped base model plus named ControlNets.
+"""Model sets: one SD-1.5-shaped base model plus named ControlNets, as the engine runs them.
 
 Two sources, one shape:
 - `tiny()`: the embedded default, built in code from small configs with a fixed seed. No
   files, no downloads. It draws noise, not pictures: it exists so that every feature runs
   and is tested on a CPU through the same code path as real models.
-- `load(path)`: a TOML file naming a base model and control models, each a local diffusers
-  folder or a hub id, loaded with diffusers' `from_pretrained`, safetensors only:
-
-      name = "sd15"                      # optional; default: the file's stem
-      [base]
-      path = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-      [controls.depth]
-      path = "lllyasviel/control_v11f1p_sd15_depth"
-      kind = "depth"
+- real models, named in a TOML file or found in a models folder (`catalog`) and loaded on
+  first use (`registry`, `loading`).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
 from tokenizers.pre_tokenizers import ByteLevel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-from .errors import ModelConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:
-    import tomli as tomllib
-
-# Kinds of control map a ControlNet can expect; `kind` in the TOML must be one of these.
-CONTROL_KINDS = (
-    "canny",
-    "depth",
-    "normal",
-    "lineart",
-    "scribble",
-    "softedge",
-    "seg",
-    "inpaint",
-    "openpose",
-    "mlsd",
-    "tile",
-)
 
 # SD 1.5's own scheduler settings (its scheduler/scheduler_config.json), used by the tiny
 # model. Kept as the raw file's keys: a scheduler made from it takes its own defaults for
@@ -213,96 +183,3 @@ def _unzero(net: ControlNetModel) -> None:
     for conv in [*net.controlnet_down_blocks, net.controlnet_mid_block]:
         torch.nn.init.normal_(conv.weight, std=0.05)
         torch.nn.init.normal_(conv.bias, std=0.05)
-
-
-# ---------------------------------------------------------------------------------------
-# Real models from a TOML file
-
-
-def _refuse_pickles(path: str, subfolder: str | None) -> None:
-    """Refuse a local folder whose weights are only pickle checkpoints.
-
-    diffusers with use_safetensors=True would fail too, but with a message about a missing
-    file; a user with a .bin or .ckpt needs to hear that pickles are refused on purpose.
-    """
-    folder = Path(path, subfolder) if subfolder else Path(path)
-    if not folder.is_dir() or any(folder.glob("*.safetensors")):
-        return
-    pickles = sorted(
-        p.name for p in folder.iterdir() if p.suffix in (".bin", ".ckpt", ".pt", ".pth")
-    )
-    if pickles:
-        raise ModelConfigError(
-            f"{folder}: only safetensors weights are loaded, found the pickle checkpoint "
-            f"{pickles[0]}; convert it to .safetensors (e.g. load it and save_pretrained "
-            "with safe_serialization=True) — pickles can run code when loaded"
-        )
-
-
-def _from_pretrained(cls, path: str, subfolder: str | None, dtype: torch.dtype):
-    _refuse_pickles(path, subfolder)
-    kwargs = {"subfolder": subfolder} if subfolder else {}
-    try:
-        return cls.from_pretrained(path, use_safetensors=True, torch_dtype=dtype, **kwargs)
-    except (OSError, ValueError) as error:
-        where = f"{path}/{subfolder}" if subfolder else path
-        raise ModelConfigError(f"{where}: cannot load {cls.__name__}: {error}") from error
-
-
-def load(
-    config_path: str | Path, device: str | None = None, dtype: torch.dtype | None = None
-) -> ModelSet:
-    """Load the model set a TOML file describes (see the module docstring).
-
-    Relative local paths are taken relative to the TOML file. Device and dtype default to
-    CUDA + float16 when a GPU is there, else CPU + float32.
-    """
-    config_path = Path(config_path)
-    try:
-        config = tomllib.loads(config_path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as error:
-        raise ModelConfigError(f"{config_path}: {error}") from error
-    if "base" not in config or "path" not in config["base"]:
-        raise ModelConfigError(f'{config_path}: needs a [base] table with path = "..."')
-
-    def resolve(entry: dict, where: str) -> str:
-        if not isinstance(entry.get("path"), str):
-            raise ModelConfigError(f"{config_path}: {where}.path must be a string")
-        local = config_path.parent / entry["path"]
-        return str(local) if local.exists() else entry["path"]
-
-    device = device or default_device()
-    dtype = dtype or default_dtype(device)
-    base = resolve(config["base"], "base")
-    tokenizer = _from_pretrained_tokenizer(base)
-    controls = {}
-    for name, entry in config.get("controls", {}).items():
-        kind = entry.get("kind")
-        if kind not in CONTROL_KINDS:
-            raise ModelConfigError(
-                f"{config_path}: controls.{name}.kind must be one of {', '.join(CONTROL_KINDS)}"
-                f" (got {kind!r})"
-            )
-        path = resolve(entry, f"controls.{name}")
-        controls[name] = ControlNet(
-            name, kind, _from_pretrained(ControlNetModel, path, None, dtype)
-        )
-    models = ModelSet(
-        name=config.get("name", config_path.stem),
-        unet=_from_pretrained(UNet2DConditionModel, base, "unet", dtype),
-        vae=_from_pretrained(AutoencoderKL, base, "vae", dtype),
-        text_encoder=_from_pretrained(CLIPTextModel, base, "text_encoder", dtype),
-        tokenizer=tokenizer,
-        scheduler_config=dict(DDIMScheduler.load_config(base, subfolder="scheduler")),
-        controls=controls,
-    )
-    for module in models.modules():
-        module.eval().requires_grad_(False)
-    return models.to(device, dtype)
-
-
-def _from_pretrained_tokenizer(base: str) -> CLIPTokenizer:
-    try:
-        return CLIPTokenizer.from_pretrained(base, subfolder="tokenizer")
-    except (OSError, ValueError) as error:
-        raise ModelConfigError(f"{base}/tokenizer: cannot load the tokenizer: {error}") from error

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from tether import maps
 
-from .preprocess import DEFAULT_CANNY
+from .jobs import CANNY_THRESHOLDS
 
 # Training draws scenes from seeds below this; tests and the demo use seeds from here up.
 HELD_OUT_SEED = 1_000_000
@@ -152,7 +152,7 @@ class Scene:
             return maps.normals_from_view(self.normals)
         if kind == "canny":
             grey = cv2.cvtColor(self.image, cv2.COLOR_RGB2GRAY)
-            edges = cv2.Canny(grey, *DEFAULT_CANNY)
+            edges = cv2.Canny(grey, *CANNY_THRESHOLDS)
             return np.repeat(edges[:, :, None], 3, axis=2).astype(np.float32) / 255.0
         raise ValueError(f"kind: scenes give depth, normal or canny maps (got {kind!r})")
 

@@ -1,5 +1,6 @@
 """Schedulers by the names clients use, created from the base model's scheduler config."""
 
+import torch
 from diffusers import (
     DDIMScheduler,
     DPMSolverMultistepScheduler,
@@ -29,3 +30,14 @@ def create(name: str, config: dict) -> SchedulerMixin:
     """A fresh scheduler: schedulers keep per-run state, so every run gets its own."""
     cls, settings = SCHEDULERS[name]
     return cls.from_config(config, **settings)
+
+
+def predict_x0(
+    scheduler: SchedulerMixin, sample: torch.Tensor, noise_pred: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
+    """Predicted clean latent for schedulers whose step does not return it (DDPM-space
+    latents: UniPC, DPM-Solver)."""
+    alpha = scheduler.alphas_cumprod.to(sample.device)[int(t)].to(sample.dtype)
+    if scheduler.config.prediction_type == "v_prediction":
+        return alpha.sqrt() * sample - (1 - alpha).sqrt() * noise_pred
+    return (sample - (1 - alpha).sqrt() * noise_pred) / alpha.sqrt()

@@ -145,6 +145,7 @@ def main() -> None:
             negative_prompt="blurry",
             seed=seed,
             steps=args.steps,
+            guidance_scale=7.5,  # diffusers' default, as the pipeline runs
             width=args.size,
             height=args.size,
             controls=[

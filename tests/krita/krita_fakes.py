@@ -1,17 +1,14 @@
-"""Small stand-ins for Krita's document API and for a Tether client, for the plugin's
-logic tests. They mirror the calls tether_krita.document makes and keep what Krita keeps:
-raw pixel bytes in the document's colour space, and an undo log of the node additions
-and removals that Krita records as undo steps (pixel writes are not undoable there)."""
+"""Small stand-ins for Krita's document API, for the plugin's logic tests. They mirror
+the calls tether_krita.document makes and keep what Krita keeps: raw pixel bytes in the
+document's colour space, and an undo log of the node additions and removals that Krita
+records as undo steps (pixel writes are not undoable there). The Tether side of those
+tests is tests/krita/fake_tether.py."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-import tether
-from tether import protocol
 
 BYTES_PER_PIXEL = {
     ("RGBA", "U8"): 4,
@@ -65,7 +62,12 @@ class FakeSelection:
 
 
 class FakeNode:
+    _ids = 0
+
     def __init__(self, document: FakeDocument, name: str, kind: str) -> None:
+        FakeNode._ids += 1
+        self._id = FakeNode._ids
+        self._visible = True
         self.document = document
         self._name = name
         self._kind = kind
@@ -75,6 +77,7 @@ class FakeNode:
         bpp = document.bytes_per_pixel
         self.data = bytearray(document.canvas_width * document.canvas_height * bpp)
         self.writes = 0
+        self.history: list[bytes] = []  # what each write wrote
 
     def name(self) -> str:
         return self._name
@@ -84,6 +87,18 @@ class FakeNode:
 
     def type(self) -> str:
         return self._kind
+
+    def uniqueId(self) -> int:  # noqa: N802
+        return self._id
+
+    def visible(self) -> bool:
+        return self._visible
+
+    def setVisible(self, visible: bool) -> None:  # noqa: N802
+        self._visible = visible
+
+    def opacity(self) -> int:
+        return 255
 
     def setBlendingMode(self, mode: str) -> None:  # noqa: N802
         self.blending = mode
@@ -120,6 +135,7 @@ class FakeNode:
             start = (y + row) * stride + x * bpp
             self.data[start : start + w * bpp] = data[row * w * bpp : (row + 1) * w * bpp]
         self.writes += 1
+        self.history.append(bytes(data))
         return True
 
     def pixelData(self, x: int, y: int, w: int, h: int) -> bytes:  # noqa: N802
@@ -134,7 +150,9 @@ class FakeNode:
 
 class FakeDocument:
     """A document whose projection is its bottom layer (enough for reading), with an undo
-    log. `background` is the bottom layer's bytes in the document's colour space."""
+    log. `background` is the bottom layer's bytes in the document's colour space; that
+    layer is the active one. `busy` stands for a stroke in progress (the image cannot be
+    locked then); `reads` counts reads of the projection."""
 
     def __init__(
         self,
@@ -154,8 +172,11 @@ class FakeDocument:
         self.root._children.append(background_layer)
         background_layer._parent = self.root
         self._selection: FakeSelection | None = None
+        self._active: FakeNode | None = background_layer
         self.undo_log: list[tuple[str, str]] = []
         self.refreshes = 0
+        self.reads = 0
+        self.busy = False
 
     def width(self) -> int:
         return self.canvas_width
@@ -184,7 +205,14 @@ class FakeDocument:
     def createNode(self, name: str, kind: str) -> FakeNode:  # noqa: N802
         return FakeNode(self, name, kind)
 
+    def activeNode(self) -> FakeNode | None:  # noqa: N802
+        return self._active
+
+    def setActiveNode(self, node: FakeNode | None) -> None:  # noqa: N802
+        self._active = node
+
     def pixelData(self, x: int, y: int, w: int, h: int) -> bytes:  # noqa: N802
+        self.reads += 1
         return self.root.childNodes()[0].pixelData(x, y, w, h)
 
     def refreshProjection(self) -> None:  # noqa: N802
@@ -193,147 +221,25 @@ class FakeDocument:
     def waitForDone(self) -> None:  # noqa: N802
         pass
 
+    def tryBarrierLock(self) -> bool:  # noqa: N802
+        return not self.busy
+
+    def unlock(self) -> None:
+        pass
+
     def layer_names(self) -> list[str]:
         return [node.name() for node in self.root.childNodes()]
 
 
-def tiny_models(canny: bool = True) -> tether.ModelList:
-    """What the tiny server model answers to ListModels."""
-    controls = [tether.ControlModel("depth", "depth"), tether.ControlModel("normal", "normal")]
-    if canny:
-        controls.insert(0, tether.ControlModel("edges-v11", "canny"))
-    return tether.ModelList(
-        models=[tether.BaseModel("tiny", "sd15", 256, 256)],
-        controls=controls,
-        schedulers=["unipc"],
-        limits=tether.Limits(
-            max_pixels=1024 * 1024,
-            max_steps=150,
-            max_controls=4,
-            max_queue=16,
-            max_batch=4,
-            max_message_bytes=64 << 20,
-        ),
-    )
+def rgba8_canvas(width: int, height: int) -> bytes:
+    """A deterministic opaque BGRA pattern."""
+    ys, xs = np.mgrid[0:height, 0:width]
+    image = np.stack([xs % 256, ys % 256, (xs + ys) % 256, np.full_like(xs, 255)], axis=2)
+    return image.astype(np.uint8).tobytes()
 
 
-def result(width: int, height: int, color: tuple[int, int, int], seed: int = 7) -> Any:
-    image = np.empty((height, width, 3), dtype=np.uint8)
-    image[:] = color
-    return tether.Result(
-        seed=seed,
-        timings=tether.Timings(0, 0, 0, 0, 0, 1),
-        format="raw",
-        data=image.tobytes(),
-        width=width,
-        height=height,
-    )
-
-
-class FakeStream:
-    """Queued, `steps` Progress events with 1/8-size previews, then a Result — or, with
-    `fail`, the error instead of the result; with `hold`, it waits after the previews
-    until cancelled or released (the way a slow server would)."""
-
-    def __init__(
-        self,
-        width: int,
-        height: int,
-        color: tuple[int, int, int],
-        steps: int = 3,
-        fail: Exception | None = None,
-        hold: bool = False,
-    ) -> None:
-        self.width, self.height, self.color, self.steps = width, height, color, steps
-        self.fail, self.hold = fail, hold
-        self.cancelled = threading.Event()
-        self.released = threading.Event()
-
-    def cancel(self) -> None:
-        self.cancelled.set()
-
-    def release(self) -> None:
-        """Let a held stream go on to its result."""
-        self.released.set()
-
-    def __iter__(self) -> Iterator[Any]:
-        yield tether.Queued(position=0)
-        for step in range(1, self.steps + 1):
-            if self.cancelled.is_set():
-                raise tether.Cancelled("cancelled by the client")
-            preview = np.full((self.height // 8, self.width // 8, 3), 128, dtype=np.uint8)
-            yield tether.Progress(step=step, total=self.steps, preview=preview)
-        if self.hold:
-            for _ in range(1000):  # at most 10 s
-                if self.cancelled.is_set() or self.released.is_set():
-                    break
-                self.cancelled.wait(timeout=0.01)
-        if self.cancelled.is_set():
-            raise tether.Cancelled("cancelled by the client")
-        if self.fail is not None:
-            raise self.fail
-        yield result(self.width, self.height, self.color)
-
-
-class FakeClient:
-    """Records every call, with the real client's signatures. Each call is also turned
-    into its request message by the SDK's own `tether.protocol`, as the real client does,
-    so an argument the SDK does not take fails here as it would against a server.
-    `down` makes every call fail as an unreachable server does; `reject` makes Generate
-    fail with that error after the previews."""
-
-    def __init__(
-        self,
-        color: tuple[int, int, int] = (200, 100, 50),
-        models: tether.ModelList | None = None,
-        down: bool = False,
-        reject: Exception | None = None,
-        hold: bool = False,
-    ) -> None:
-        self.color = color
-        self.model_list = models or tiny_models()
-        self.down = down
-        self.reject = reject
-        self.hold = hold
-        self.preprocessed: list[tuple[tether.Control, dict[str, Any]]] = []
-        self.requests: list[tuple[str, dict[str, Any]]] = []
-        self.messages: list[Any] = []  # the GenerateRequests the real client would send
-        self.streams: list[FakeStream] = []
-        self.closed = False
-
-    def _check(self) -> None:
-        if self.down:
-            raise tether.Unavailable("failed to connect to all addresses")
-
-    def models(self, *, timeout: float | None = None) -> tether.ModelList:
-        self._check()
-        return self.model_list
-
-    def preprocess(
-        self,
-        control: tether.Control,
-        *,
-        width: int | None = None,
-        height: int | None = None,
-        timeout: float | None = None,
-    ) -> np.ndarray:
-        """Vertical lines every 4 pixels, at the requested size."""
-        self._check()
-        protocol.preprocess_request(control, width, height)
-        self.preprocessed.append((control, {"width": width, "height": height}))
-        edges = np.zeros((height, width, 3), dtype=np.uint8)
-        edges[:, ::4] = 255
-        return edges
-
-    def stream(self, prompt: str, *, timeout: float | None = None, **options: Any) -> FakeStream:
-        self._check()
-        self.messages.append(protocol.generate_request(prompt, **options))
-        self.requests.append((prompt, options))
-        stream = FakeStream(
-            options["width"], options["height"], self.color, fail=self.reject, hold=self.hold
-        )
-        self.streams.append(stream)
-        return stream
-
-    def close(self) -> None:
-        self.closed = True
+def rect_selection(width: int, height: int, rect: Any) -> FakeSelection:
+    """A selection of `rect` (a tether_krita.geometry.Rect) on a width x height canvas."""
+    mask = np.zeros((height, width), dtype=np.uint8)
+    mask[rect.y : rect.bottom, rect.x : rect.right] = 255
+    return FakeSelection(mask)

@@ -36,6 +36,7 @@ def __main__(args: list[str]) -> None:  # noqa: N807 - kritarunner's entry point
 
         report["platform_key"] = bootstrap.platform_key()
         report["tether"] = __import__("tether").__file__
+        report["tether_background"] = __import__("tether.background").background.__file__
         report["numpy"] = __import__("numpy").__file__
         messages: list[str] = []
         # Fresh state, and alerts recorded instead of a message box nobody could close.

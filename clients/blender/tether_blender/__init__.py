@@ -1,6 +1,7 @@
 """Tether for Blender: render a scene's depth and normal passes and its colour picture
 from the active camera, generate a picture with Stable Diffusion + ControlNet (depth,
-normal, canny) on a Tether server, and use it as a camera-projected texture.
+normal, canny) on a Tether server, and use it as a camera-projected texture; or generate
+from several views in turn and bake them into a texture on each mesh's UV map.
 
 Modules, one idea each:
     preferences   server address, token, TLS (add-on preferences)
@@ -10,10 +11,17 @@ Modules, one idea each:
     passes, exr   rendering the passes and the colour picture, reading them back
     control_maps  passes -> control units through tether.maps and tether.Control
     plan          checks and the request, before anything starts
-    job           the network part, on a worker thread
-    generation    applying the job's events on the main thread
+    generation    the request on a worker thread (tether.background), its events
+                  applied on the main thread
     images        the result image: pixels, saving, packing
     projection    UV map projected from the camera, and the material
+    materials     a material showing an image through a UV map
+    mesh_data     a mesh's evaluated triangles and UVs in world space
+    view_cameras  the views of Bake Texture: active, selected, or an orbit placed here
+    bake_plan     Bake Texture's checks and renders, before anything starts
+    bake_views    Bake Texture's work: views generated, conditioned and baked in turn
+    baking        Bake Texture's events applied: textures, materials, saving
+    uvbake        texture-space geometry in numpy (no bpy): texels, visibility, blending
     operators, ui the operators and the sidebar panel
 """
 

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import tether
+from tether import background
 
-__all__ = ["ClientConfig", "address_problem", "describe_error", "is_loopback", "open_client"]
+__all__ = ["ClientConfig", "address_problem", "describe", "is_loopback", "open_client"]
 
 
 @dataclass(frozen=True)
@@ -69,19 +70,7 @@ def open_client(config: ClientConfig) -> tether.Client:
     return tether.Client(config.address.strip(), token=config.token or None, tls=config.tls)
 
 
-def describe_error(error: tether.TetherError, address: str) -> str:
-    """A message for the user: what went wrong and what to do, plus the server's words."""
-    detail = str(error)
-    if isinstance(error, tether.Unavailable):
-        return f"Cannot reach the Tether server at {address}; is it running? ({detail})"
-    if isinstance(error, tether.Unauthenticated):
-        return (
-            f"The server refused the token; set the right one in the add-on preferences ({detail})"
-        )
-    if isinstance(error, tether.PermissionDenied):
-        return f"The server does not allow this ({detail})"
-    if isinstance(error, tether.DeadlineExceeded):
-        return f"The Tether server at {address} did not answer in time ({detail})"
-    if isinstance(error, (tether.InvalidArgument, tether.NotFound, tether.ResourceExhausted)):
-        return f"The server refused the request: {detail}"
-    return f"Tether server error {error.code}: {detail}"
+def describe(error: BaseException, config: ClientConfig) -> str:
+    """A message for the user: what went wrong and what to do (the SDK's one table, with
+    the add-on preferences as where the address and token are set)."""
+    return background.describe(error, config.address.strip(), where="the add-on preferences")

@@ -1,23 +1,30 @@
-"""A running generation as Blender sees it: progress, the live image, the finished texture.
+"""A running job as Blender sees it: progress, the live image, the finished picture.
 
-The job's events are applied on the main thread by `tick()`, which `bpy.app.timers` calls
-every `TICK_SECONDS` while a job runs (or a script's waiting loop calls, see the Generate
-operator's ``wait`` option). One generation runs at a time.
+Blender's data may only be touched on the main thread, and the UI must keep drawing while
+the server works, so the work runs as a `tether.background.Job` on a worker thread. Its
+events are applied on the main thread by `tick()`, which `bpy.app.timers` calls every
+`TICK_SECONDS` while a job runs (or a script's waiting loop calls, see the operators'
+``wait`` option). One job runs at a time: a `Generation` (Generate) here, or a
+`baking.Bake` (Bake Texture).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import bpy
 import tether
+from tether import background
 
 from . import images
-from .job import Cancelled, Failed, GenerationJob, JobEvent
+from .connection import ClientConfig, describe, open_client
 from .plan import Plan
 from .projection import apply_projection
 
 __all__ = [
     "TICK_SECONDS",
     "Generation",
+    "Run",
     "current",
     "last",
     "on_load_pre",
@@ -30,24 +37,49 @@ TICK_SECONDS = 0.1
 IMAGE_NAME = "Tether Result"
 
 
-class Generation:
-    """One job from start to finish; all its attributes are read by the panel."""
+class Run:
+    """A job from start to finish as the panel and the timer see it: what Generate and
+    Bake Texture have in common. All attributes are read by the panel."""
 
-    def __init__(self, plan: Plan) -> None:
-        self.plan = plan
-        self.job = GenerationJob(plan.config, plan.prompt, plan.options)
+    def __init__(self, config: ClientConfig, steps: int, width: int, height: int) -> None:
+        self.config = config
+        self.job = background.Job(
+            self._work, describe=lambda error: describe(error, config), name="tether-job"
+        )
+        self.width, self.height = width, height
         self.queue_position: int | None = None
         self.step = 0
-        self.total = int(plan.options["steps"])
+        self.total = steps
         self.previews = 0
         self.image_name: str | None = None
-        self.seed: int | None = None
-        self.saved_to: str | None = None
-        self.projected_onto: list[str] = []
         self.warnings: list[str] = []
         self.error: str | None = None
         self.cancelled = False
         self.finished = False
+
+    def _work(self, task: background.Task) -> Any:
+        """The job's work, on the worker thread: no bpy here."""
+        raise NotImplementedError
+
+    def _finish(self, value: Any) -> None:
+        """Apply what the work returned (on the main thread)."""
+        raise NotImplementedError
+
+    def outcome(self) -> tuple[str, str]:
+        """(report level, message) describing how the job ended."""
+        raise NotImplementedError
+
+    def progress(self) -> str:
+        """What the panel shows while the job runs."""
+        if self.queue_position is not None:
+            return f"Queued, {self.queue_position} ahead"
+        return f"Step {self.step} / {self.total}"
+
+    def start(self) -> None:
+        self.job.start()
+
+    def cancel(self) -> None:
+        self.job.cancel()
 
     def tick(self) -> bool:
         """Apply the events that arrived; True while the job is still running."""
@@ -64,8 +96,48 @@ class Generation:
             self.finished = True
         return not self.finished
 
+    def _apply(self, event: Any) -> None:
+        if isinstance(event, tether.Queued):
+            self.queue_position = event.position
+        elif isinstance(event, tether.Progress):
+            self.queue_position = None
+            self.step, self.total = event.step, event.total
+            if event.preview is not None:
+                images.write_rgb(self._image(), event.preview)
+                self.previews += 1
+        elif isinstance(event, background.Done):
+            self._finish(event.value)
+        elif isinstance(event, background.Failed):
+            self.error = event.message
+        elif isinstance(event, background.Stopped):
+            self.cancelled = True
+
+    def _image(self) -> bpy.types.Image:
+        """The job's picture, made on first use (so a job that fails before its first
+        picture leaves no image behind); remade if the user deleted it meanwhile."""
+        image = bpy.data.images.get(self.image_name) if self.image_name else None
+        if image is None:
+            image = images.new_result_image(IMAGE_NAME, self.width, self.height)
+            self.image_name = image.name
+            images.show_in_image_editors(image)
+        return image
+
+
+class Generation(Run):
+    """Generate: one picture from the active camera, optionally projected onto meshes."""
+
+    def __init__(self, plan: Plan) -> None:
+        super().__init__(plan.config, int(plan.options["steps"]), plan.width, plan.height)
+        self.plan = plan
+        self.seed: int | None = None
+        self.saved_to: str | None = None
+        self.projected_onto: list[str] = []
+
+    def _work(self, task: background.Task) -> tether.Result:
+        with open_client(self.plan.config) as client:
+            return task.generate(client, self.plan.prompt, **self.plan.options)
+
     def outcome(self) -> tuple[str, str]:
-        """(report level, message) describing how the generation ended."""
         if self.error:
             return "ERROR", self.error
         if self.cancelled:
@@ -75,22 +147,6 @@ class Generation:
             parts.append(f"projected onto {', '.join(self.projected_onto)}")
         parts.extend(self.warnings)
         return ("WARNING" if self.warnings else "INFO"), "; ".join(parts)
-
-    def _apply(self, event: JobEvent) -> None:
-        if isinstance(event, tether.Queued):
-            self.queue_position = event.position
-        elif isinstance(event, tether.Progress):
-            self.queue_position = None
-            self.step, self.total = event.step, event.total
-            if event.preview is not None:
-                images.write_rgb(self._image(), event.preview)
-                self.previews += 1
-        elif isinstance(event, tether.Result):
-            self._finish(event)
-        elif isinstance(event, Failed):
-            self.error = event.message
-        elif isinstance(event, Cancelled):
-            self.cancelled = True
 
     def _finish(self, result: tether.Result) -> None:
         self.seed = result.seed
@@ -112,41 +168,30 @@ class Generation:
                     "deleted, or no room for another UV map)"
                 )
 
-    def _image(self) -> bpy.types.Image:
-        """The generation's image, made on first use (so a job that fails before its first
-        picture leaves no image behind); remade if the user deleted it meanwhile."""
-        image = bpy.data.images.get(self.image_name) if self.image_name else None
-        if image is None:
-            image = images.new_result_image(IMAGE_NAME, self.plan.width, self.plan.height)
-            self.image_name = image.name
-            images.show_in_image_editors(image)
-        return image
+
+_current: Run | None = None
+_last: Run | None = None
 
 
-_current: Generation | None = None
-_last: Generation | None = None
-
-
-def current() -> Generation | None:
-    """The running generation, if any."""
+def current() -> Run | None:
+    """The running job (Generation or Bake), if any."""
     return _current
 
 
-def last() -> Generation | None:
-    """The generation that finished last (successfully or not), if any."""
+def last() -> Run | None:
+    """The job that finished last (successfully or not), if any."""
     return _last
 
 
-def start(plan: Plan) -> Generation:
+def start(run: Run) -> Run:
     """Start the job's worker thread. The caller drives `tick()`: registers it as a timer,
     or calls it in a loop."""
     global _current
     if _current is not None:
-        raise RuntimeError("a generation is already running")
-    generation = Generation(plan)
-    _current = generation
-    generation.job.start()
-    return generation
+        raise RuntimeError("a job is already running")
+    _current = run
+    run.start()
+    return run
 
 
 def tick(*, report: bool = True) -> float | None:
@@ -154,16 +199,16 @@ def tick(*, report: bool = True) -> float | None:
     next call, or None when the job has ended (which also unregisters the timer). With
     ``report``, the outcome is reported in Blender's status bar and Info log."""
     global _current, _last
-    generation = _current
-    if generation is None:
+    run = _current
+    if run is None:
         return None
-    running = generation.tick()
+    running = run.tick()
     _redraw()
     if running:
         return TICK_SECONDS
-    _current, _last = None, generation
+    _current, _last = None, run
     if report:
-        level, message = generation.outcome()
+        level, message = run.outcome()
         _report(level, message)
     return None
 
@@ -175,7 +220,7 @@ def stop_all() -> None:
     if bpy.app.timers.is_registered(tick):
         bpy.app.timers.unregister(tick)
     if _current is not None:
-        _current.job.cancel()
+        _current.cancel()
     _current = _last = None
 
 

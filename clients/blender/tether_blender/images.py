@@ -8,7 +8,14 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-__all__ = ["new_result_image", "save_or_pack", "show_in_image_editors", "write_rgb"]
+__all__ = [
+    "new_result_image",
+    "new_texture_image",
+    "save_or_pack",
+    "show_in_image_editors",
+    "write_rgb",
+    "write_rgba",
+]
 
 # Custom property that marks images made by this add-on.
 TAG = "tether"
@@ -19,6 +26,23 @@ def new_result_image(name: str, width: int, height: int) -> bpy.types.Image:
     image = bpy.data.images.new(name, width, height, alpha=False)
     image[TAG] = True
     return image
+
+
+def new_texture_image(name: str, size: int, *, data: bool = False) -> bpy.types.Image:
+    """A new square 8-bit image with alpha, tagged as Tether's; ``data`` marks it as
+    non-colour data (a mask), which no colour management touches."""
+    image = bpy.data.images.new(name, size, size, alpha=True)
+    image[TAG] = True
+    if data:
+        image.colorspace_settings.name = "Non-Color"
+    return image
+
+
+def write_rgba(image: bpy.types.Image, rgba: np.ndarray) -> None:
+    """Put an (h, w, 4) uint8 picture, top row first, into ``image`` of the same size, as
+    it is (values k / 255 are stored as byte k)."""
+    image.pixels.foreach_set((rgba[::-1].astype(np.float32) / 255.0).ravel())
+    image.update()
 
 
 def write_rgb(image: bpy.types.Image, rgb: np.ndarray) -> None:

@@ -1,4 +1,5 @@
-"""Operators: Generate, Cancel, Refresh Models, Project Result, and the report helper."""
+"""Operators: Generate, Bake Texture, Cancel, Refresh Models, Project Result, and the
+report helper."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import time
 import bpy
 
 from . import catalog, generation
+from .bake_plan import prepare_bake
+from .baking import Bake
 from .connection import address_problem
 from .plan import UserError, list_models, prepare
 from .preferences import client_config
@@ -15,19 +18,18 @@ from .projection import apply_projection
 __all__ = ["CLASSES"]
 
 
-class TETHER_OT_generate(bpy.types.Operator):
-    """Render the passes of the enabled units (depth, normal, the colour picture for canny)
-    from the active camera and generate a picture"""
+class _JobOperator:
+    """What Generate and Bake Texture share (a mix-in: Blender registers the properties of
+    each operator class): one job at a time, its checks before anything starts, and the
+    wait option."""
 
-    bl_idname = "tether.generate"
-    bl_label = "Generate"
     bl_options = {"REGISTER"}
 
     wait: bpy.props.BoolProperty(
         name="Wait",
         description=(
-            "Block until the picture is done (for scripts and background mode, where "
-            "timers do not run); the outcome is this operator's report"
+            "Block until the job is done (for scripts and background mode, where timers "
+            "do not run); the outcome is this operator's report"
         ),
         default=False,
         options={"SKIP_SAVE"},
@@ -37,26 +39,58 @@ class TETHER_OT_generate(bpy.types.Operator):
     def poll(cls, context: bpy.types.Context) -> bool:
         return generation.current() is None and context.scene is not None
 
+    def prepare(self, context: bpy.types.Context) -> generation.Run:
+        """Check and render everything; raises UserError."""
+        raise NotImplementedError
+
     def execute(self, context: bpy.types.Context) -> set[str]:
         try:
-            plan = prepare(context)
+            run = self.prepare(context)
         except UserError as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
-        generation.start(plan)
-        if not self.wait:
-            bpy.app.timers.register(generation.tick, first_interval=generation.TICK_SECONDS)
-            return {"FINISHED"}
+        return start(self, run, wait=self.wait)
 
-        while (interval := generation.tick(report=False)) is not None:
-            time.sleep(interval)
-        level, message = generation.last().outcome()
-        self.report({level}, message)
-        return {"CANCELLED"} if level == "ERROR" else {"FINISHED"}
+
+class TETHER_OT_generate(_JobOperator, bpy.types.Operator):
+    """Render the passes of the enabled units (depth, normal, the colour picture for canny)
+    from the active camera and generate a picture"""
+
+    bl_idname = "tether.generate"
+    bl_label = "Generate"
+
+    def prepare(self, context: bpy.types.Context) -> generation.Run:
+        return generation.Generation(prepare(context))
+
+
+class TETHER_OT_bake_texture(_JobOperator, bpy.types.Operator):
+    """Generate from each view in turn (the active camera, the selected cameras, or an
+    orbit), each after the first conditioned on what the earlier ones painted, and bake
+    the pictures into a texture on each selected mesh's UV map"""
+
+    bl_idname = "tether.bake_texture"
+    bl_label = "Bake Texture"
+
+    def prepare(self, context: bpy.types.Context) -> generation.Run:
+        return Bake(prepare_bake(context))
+
+
+def start(operator: bpy.types.Operator, run: generation.Run, *, wait: bool) -> set[str]:
+    """Start ``run``: with a timer that applies its events (the UI), or, with ``wait``,
+    applying them here until it ends and reporting the outcome."""
+    generation.start(run)
+    if not wait:
+        bpy.app.timers.register(generation.tick, first_interval=generation.TICK_SECONDS)
+        return {"FINISHED"}
+    while (interval := generation.tick(report=False)) is not None:
+        time.sleep(interval)
+    level, message = run.outcome()
+    operator.report({level}, message)
+    return {"CANCELLED"} if level == "ERROR" else {"FINISHED"}
 
 
 class TETHER_OT_cancel(bpy.types.Operator):
-    """Stop the running generation on the server"""
+    """Stop the running job: on the server, and before any further view"""
 
     bl_idname = "tether.cancel"
     bl_label = "Cancel"
@@ -66,7 +100,7 @@ class TETHER_OT_cancel(bpy.types.Operator):
         return generation.current() is not None
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        generation.current().job.cancel()
+        generation.current().cancel()
         return {"FINISHED"}
 
 
@@ -104,7 +138,8 @@ class TETHER_OT_project_result(bpy.types.Operator):
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
         done = generation.last()
-        return bool(done and done.seed is not None and context.selected_objects)
+        generated = isinstance(done, generation.Generation) and done.seed is not None
+        return bool(generated and context.selected_objects)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         done = generation.last()
@@ -138,6 +173,7 @@ class TETHER_OT_report(bpy.types.Operator):
 
 CLASSES = (
     TETHER_OT_generate,
+    TETHER_OT_bake_texture,
     TETHER_OT_cancel,
     TETHER_OT_refresh_models,
     TETHER_OT_project_result,

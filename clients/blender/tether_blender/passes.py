@@ -1,5 +1,5 @@
-"""Render the depth and normal passes, and the colour picture, of the active camera,
-headless-safe.
+"""Render the depth and normal passes, and the colour picture, of a camera (the active one
+unless told otherwise), headless-safe.
 
 How, and why this way:
 
@@ -85,22 +85,29 @@ def render_size(scene: bpy.types.Scene) -> tuple[int, int]:
 
 
 def render_passes(
-    scene: bpy.types.Scene, view_layer_name: str, *, data: bool = True, colour: bool = False
+    scene: bpy.types.Scene,
+    view_layer_name: str,
+    *,
+    data: bool = True,
+    colour: bool = False,
+    camera: bpy.types.Object | None = None,
 ) -> Passes:
-    """Render ``scene`` from its camera at its render size: with ``data`` the Depth and
-    Normal passes of the view layer ``view_layer_name``, with ``colour`` its picture. The
-    scene itself is left as it was."""
+    """Render ``scene`` from ``camera`` (default: its own) at its render size: with ``data``
+    the Depth and Normal passes of the view layer ``view_layer_name``, with ``colour`` its
+    picture. The scene itself is left as it was."""
     width, height = render_size(scene)
     depth = normal = picture = None
+    camera = camera or scene.camera
     with tempfile.TemporaryDirectory(prefix="tether-passes-") as directory:
         if data:
             path = Path(directory) / "passes.exr"
-            _render_copy(scene, view_layer_name, path, configure_for_passes, "the passes")
+            _render_copy(scene, camera, view_layer_name, path, configure_for_passes, "the passes")
             depth, normal = _read_data_passes(path, view_layer_name)
             height, width = depth.shape
         if colour:
             path = Path(directory) / "colour.png"
-            _render_copy(scene, view_layer_name, path, configure_for_colour, "the colour picture")
+            what = "the colour picture"
+            _render_copy(scene, camera, view_layer_name, path, configure_for_colour, what)
             picture = _read_png(path)
             height, width = picture.shape[:2]
     return Passes(width=width, height=height, depth=depth, normal=normal, colour=picture)
@@ -108,15 +115,18 @@ def render_passes(
 
 def _render_copy(
     scene: bpy.types.Scene,
+    camera: bpy.types.Object | None,
     view_layer_name: str,
     path: Path,
     configure: Callable[[bpy.types.Scene, str, Path], None],
     what: str,
 ) -> None:
-    """Render a temporary copy of ``scene``, set up by ``configure``, into ``path``."""
+    """Render a temporary copy of ``scene`` from ``camera``, set up by ``configure``, into
+    ``path``."""
     copy = scene.copy()
     try:
         copy.name = "Tether Passes"
+        copy.camera = camera
         configure(copy, view_layer_name, path)
         try:
             result = bpy.ops.render.render(write_still=True, scene=copy.name)

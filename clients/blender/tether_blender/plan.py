@@ -1,4 +1,5 @@
-"""Check everything and build the request, before anything starts.
+"""Check everything and build the request, before anything starts (Generate; the checks
+and renders that Bake Texture shares with it are here too).
 
 Every fault the user can fix (no camera, bad settings, server unreachable, wrong token, a
 model the server does not have) is found here and raised as `UserError` with a message
@@ -14,16 +15,26 @@ from dataclasses import dataclass
 from typing import Any
 
 import bpy
+import numpy as np
 import tether
+from tether.background import UserError
 
 from . import catalog, control_maps
-from .connection import ClientConfig, address_problem, describe_error, open_client
-from .passes import PassesError, render_passes, render_size
+from .connection import ClientConfig, address_problem, describe, open_client
+from .passes import Passes, PassesError, render_passes, render_size
 from .preferences import client_config
 from .projection import CameraSnapshot, snapshot_camera
 from .settings import MAX_SEED, TetherSettings, unit_options, units
 
-__all__ = ["LIST_MODELS_TIMEOUT", "Plan", "UserError", "prepare"]
+__all__ = [
+    "LIST_MODELS_TIMEOUT",
+    "Plan",
+    "Request",
+    "UserError",
+    "check_request",
+    "prepare",
+    "render_view",
+]
 
 # Seconds to wait for ListModels before telling the user the server does not answer; the
 # UI waits this long at most (a local server that is down fails at once).
@@ -32,8 +43,17 @@ LIST_MODELS_TIMEOUT = 5.0
 _SIZE_MULTIPLE = 8
 
 
-class UserError(Exception):
-    """A fault the user can fix; ``str(error)`` is the message for Blender's report."""
+@dataclass(frozen=True)
+class Request:
+    """The checked settings and the server's answers that Generate and Bake Texture share:
+    everything but the control units, which come from each view's renders."""
+
+    config: ClientConfig
+    prompt: str
+    options: dict[str, Any]  # keyword arguments of tether.Client.stream, without controls
+    width: int
+    height: int
+    units: tuple[tuple[str, str, control_maps.UnitOptions], ...]  # enabled: kind, model, options
 
 
 @dataclass(frozen=True)
@@ -58,8 +78,6 @@ def prepare(context: bpy.types.Context) -> Plan:
         raise UserError("The scene has no active camera: add one, or set it in Scene properties")
     if camera.type != "CAMERA":
         raise UserError(f"The scene's camera {camera.name!r} is not a camera object")
-    width, height = render_size(scene)
-    check_settings(settings, width, height)
     targets: tuple[str, ...] = ()
     if settings.project_onto_selected:
         targets = tuple(obj.name for obj in context.selected_objects if obj.type == "MESH")
@@ -68,6 +86,27 @@ def prepare(context: bpy.types.Context) -> Plan:
                 "Project onto Selected is on but no mesh is selected: select the meshes to "
                 "texture, or turn the option off"
             )
+    request = check_request(context)
+    controls, _passes = render_view(context, request, camera, data=False)
+    snapshot = snapshot_camera(camera, context.evaluated_depsgraph_get(), scene)
+    return Plan(
+        config=request.config,
+        prompt=request.prompt,
+        options={**request.options, "controls": controls},
+        width=request.width,
+        height=request.height,
+        camera=snapshot,
+        targets=targets,
+    )
+
+
+def check_request(context: bpy.types.Context) -> Request:
+    """Check the settings, and with the server its models and limits (this also proves it
+    is reachable and takes the token)."""
+    scene = context.scene
+    settings: TetherSettings = scene.tether
+    width, height = render_size(scene)
+    check_settings(settings, width, height)
 
     config = client_config(context)
     problem = address_problem(config, online_access=bpy.app.online_access)
@@ -88,45 +127,19 @@ def prepare(context: bpy.types.Context) -> Plan:
     if limits.max_steps and settings.steps > limits.max_steps:
         raise UserError(f"Steps: the server allows at most {limits.max_steps}")
 
-    enabled = [(kind, unit) for kind, unit in units(settings) if unit.enabled]
-    names = {}
-    for kind, unit in enabled:
+    enabled = []
+    for kind, unit in units(settings):
+        if not unit.enabled:
+            continue
         name = catalog.control_for(model_list, kind, unit.model.strip())
         if name is None:
             offered = ", ".join(catalog.control_names(kind)) or "none"
             wanted = repr(unit.model) if unit.model.strip() else f"a {kind} model"
             raise UserError(f"The server has no {wanted} for the {kind} unit (it has: {offered})")
-        names[kind] = name
-
-    depsgraph = context.evaluated_depsgraph_get()
-    snapshot = snapshot_camera(camera, depsgraph, scene)
-    controls = []
-    if enabled:
-        kinds = {kind for kind, _ in enabled}
-        try:
-            passes = render_passes(
-                scene,
-                context.view_layer.name,
-                data=bool(kinds & set(control_maps.DATA_KINDS)),
-                colour=bool(kinds & set(control_maps.COLOUR_KINDS)),
-            )
-        except PassesError as error:
-            raise UserError(str(error)) from None
-        if passes.colour is not None and (passes.colour == passes.colour[0, 0]).all():
-            raise UserError(
-                "Canny unit: the colour render is one flat colour, so it has no edges; "
-                "light the scene (lamps or a world), or turn the canny unit off"
-            )
-        for kind, unit in enabled:
-            controls.append(
-                control_maps.control(
-                    kind, names[kind], passes, snapshot.camera_to_world, unit_options(unit)
-                )
-            )
+        enabled.append((kind, name, unit_options(unit)))
 
     options: dict[str, Any] = {
         "negative_prompt": settings.negative_prompt,
-        "controls": controls,
         "seed": choose_seed(settings),
         "steps": settings.steps,
         "width": width,
@@ -134,15 +147,44 @@ def prepare(context: bpy.types.Context) -> Plan:
         "model": model or None,
         "preview": None if settings.preview == "NONE" else settings.preview.lower(),
     }
-    return Plan(
+    return Request(
         config=config,
         prompt=settings.prompt,
         options=options,
         width=width,
         height=height,
-        camera=snapshot,
-        targets=targets,
+        units=tuple(enabled),
     )
+
+
+def render_view(
+    context: bpy.types.Context, request: Request, camera: bpy.types.Object, *, data: bool
+) -> tuple[list[tether.Control], Passes | None]:
+    """Render from ``camera`` what the request's units need (the data passes also when
+    ``data``) and build the units. Returns them and the passes (None if nothing was
+    rendered)."""
+    kinds = {kind for kind, _, _ in request.units}
+    data = data or bool(kinds & set(control_maps.DATA_KINDS))
+    colour = bool(kinds & set(control_maps.COLOUR_KINDS))
+    if not (data or colour):
+        return [], None
+    try:
+        passes = render_passes(
+            context.scene, context.view_layer.name, data=data, colour=colour, camera=camera
+        )
+    except PassesError as error:
+        raise UserError(str(error)) from None
+    if passes.colour is not None and (passes.colour == passes.colour[0, 0]).all():
+        raise UserError(
+            "Canny unit: the colour render is one flat colour, so it has no edges; "
+            "light the scene (lamps or a world), or turn the canny unit off"
+        )
+    camera_to_world = np.array(camera.evaluated_get(context.evaluated_depsgraph_get()).matrix_world)
+    controls = [
+        control_maps.control(kind, name, passes, camera_to_world, options)
+        for kind, name, options in request.units
+    ]
+    return controls, passes
 
 
 def choose_seed(settings: TetherSettings) -> int:
@@ -181,6 +223,6 @@ def list_models(config: ClientConfig) -> tether.ModelList:
         with open_client(config) as client:
             model_list = client.models(timeout=LIST_MODELS_TIMEOUT)
     except tether.TetherError as error:
-        raise UserError(describe_error(error, config.address)) from None
+        raise UserError(describe(error, config)) from None
     catalog.remember(model_list)
     return model_list

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import bpy
 import numpy as np
 
+from .materials import assign_everywhere, textured_material
 from .passes import render_size
 
 __all__ = ["UV_MAP", "CameraSnapshot", "apply_projection", "snapshot_camera", "projected_uvs"]
@@ -101,33 +102,11 @@ def apply_projection(
         uvs = projected_uvs(obj, snapshot)[loop_vertices].astype(np.float32)
         layer.data.foreach_set("uv", uvs.ravel())
         mesh.update()
-        if obj.material_slots:
-            for slot in obj.material_slots:
-                slot.material = material
-        else:
-            mesh.materials.append(material)
+        assign_everywhere(obj, material)
     return material, skipped
 
 
 def projected_material(image: bpy.types.Image) -> bpy.types.Material:
-    """Principled BSDF whose base colour is ``image`` read through the projection UVs."""
-    material = bpy.data.materials.new(f"{image.name} Projection")
-    if material.node_tree is None:  # Blender 4.x; 5.x materials always have nodes
-        material.use_nodes = True
-    nodes = material.node_tree.nodes
-    links = material.node_tree.links
-    shader = next((n for n in nodes if n.bl_idname == "ShaderNodeBsdfPrincipled"), None)
-    if shader is None:
-        shader = nodes.new("ShaderNodeBsdfPrincipled")
-        output = next(n for n in nodes if n.bl_idname == "ShaderNodeOutputMaterial")
-        links.new(shader.outputs["BSDF"], output.inputs["Surface"])
-    texture = nodes.new("ShaderNodeTexImage")
-    texture.image = image
-    texture.extension = "CLIP"  # outside the picture: nothing, not a repeat of it
-    texture.location = (shader.location.x - 320, shader.location.y)
-    uv_map = nodes.new("ShaderNodeUVMap")
-    uv_map.uv_map = UV_MAP
-    uv_map.location = (texture.location.x - 220, texture.location.y)
-    links.new(uv_map.outputs["UV"], texture.inputs["Vector"])
-    links.new(texture.outputs["Color"], shader.inputs["Base Color"])
-    return material
+    """Principled BSDF whose base colour is ``image`` read through the projection UVs;
+    outside the picture nothing, not a repeat of it."""
+    return textured_material(f"{image.name} Projection", image, UV_MAP, "CLIP")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import bpy
 
 from . import catalog
@@ -141,6 +143,66 @@ class TetherSettings(bpy.types.PropertyGroup):
             "the camera and a material showing the picture"
         ),
         default=False,
+    )
+    # Bake Texture (baking.py): views, and the texture on each selected mesh's UV map.
+    views: bpy.props.EnumProperty(
+        name="Views",
+        description="The cameras Bake Texture generates from, one picture each",
+        items=[
+            ("ACTIVE", "Active Camera", "The scene's camera"),
+            (
+                "SELECTED",
+                "Selected Cameras",
+                "The selected camera objects: the scene's camera first if selected, then by name",
+            ),
+            (
+                "ORBIT",
+                "Orbit",
+                "Cameras the add-on places evenly around the selected meshes (in the "
+                "collection 'Tether Orbit', replaced each time), the first where the "
+                "scene's camera is",
+            ),
+        ],
+        default="ACTIVE",
+    )
+    orbit_count: bpy.props.IntProperty(
+        name="Cameras", description="How many cameras the orbit has", default=4, min=2, max=16
+    )
+    orbit_elevation: bpy.props.FloatProperty(
+        name="Elevation",
+        description="Height of the orbit's cameras, as an angle above the meshes' centre",
+        default=math.radians(30),
+        min=math.radians(-80),
+        max=math.radians(80),
+        subtype="ANGLE",
+    )
+    texture_size: bpy.props.IntProperty(
+        name="Texture Size",
+        description="Width and height of each mesh's baked texture, in pixels",
+        default=1024,
+        min=64,
+        max=8192,
+    )
+    texture_margin: bpy.props.IntProperty(
+        name="Margin",
+        description=(
+            "Pixels by which the baked colours bleed past the edges of UV islands, so that "
+            "texture filtering and mipmaps do not reach the empty space between them"
+        ),
+        default=8,
+        min=0,
+        max=64,
+    )
+    max_angle: bpy.props.FloatProperty(
+        name="Max Angle",
+        description=(
+            "Surfaces a view sees more obliquely than this (angle between the surface's "
+            "normal and the direction to the camera) take no colour from it"
+        ),
+        default=math.radians(75),
+        min=math.radians(10),
+        max=math.radians(89),
+        subtype="ANGLE",
     )
     # One unit per kind in control_maps.KINDS, named after the kind.
     depth: bpy.props.PointerProperty(type=TetherUnit, name="Depth")

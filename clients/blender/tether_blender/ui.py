@@ -54,21 +54,37 @@ class VIEW3D_PT_tether(bpy.types.Panel):
                 row.prop(unit, "high")
 
         layout.prop(settings, "project_onto_selected")
+        draw_bake_options(layout.box(), settings)
         draw_status(layout)
 
 
+def draw_bake_options(box: bpy.types.UILayout, settings: bpy.types.PropertyGroup) -> None:
+    """Bake Texture's options: the views and the texture."""
+    box.label(text="UV Texture (Bake Texture)", icon="UV")
+    box.prop(settings, "views", text="")
+    if settings.views == "ORBIT":
+        row = box.row(align=True)
+        row.prop(settings, "orbit_count")
+        row.prop(settings, "orbit_elevation")
+    row = box.row(align=True)
+    row.prop(settings, "texture_size")
+    row.prop(settings, "texture_margin")
+    box.prop(settings, "max_angle")
+
+
 def draw_status(layout: bpy.types.UILayout) -> None:
-    """Generate, or progress and Cancel while a job runs, then how the last one ended."""
+    """Generate and Bake Texture, or progress and Cancel while a job runs, then how the
+    last one ended."""
     running = generation.current()
     if running is not None:
         row = layout.row(align=True)
-        if running.queue_position is not None:
-            row.label(text=f"Queued, {running.queue_position} ahead", icon="SORTTIME")
-        else:
-            row.label(text=f"Step {running.step} / {running.total}", icon="RENDER_STILL")
+        icon = "SORTTIME" if running.queue_position is not None else "RENDER_STILL"
+        row.label(text=running.progress(), icon=icon)
         row.operator("tether.cancel", text="Cancel", icon="CANCEL")
         return
-    layout.operator("tether.generate", icon="RENDER_STILL")
+    row = layout.row(align=True)
+    row.operator("tether.generate", icon="RENDER_STILL")
+    row.operator("tether.bake_texture", icon="TEXTURE")
     done = generation.last()
     if done is None:
         return
@@ -77,7 +93,7 @@ def draw_status(layout: bpy.types.UILayout) -> None:
     row = layout.row()
     row.alert = level == "ERROR"
     row.label(text=message.removeprefix("Tether: "), icon=icon)
-    if done.seed is not None:
+    if isinstance(done, generation.Generation) and done.seed is not None:
         layout.operator("tether.project_result", icon="MOD_UVPROJECT")
 
 

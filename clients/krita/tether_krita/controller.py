@@ -1,29 +1,23 @@
-"""Runs repaints: starts the worker thread, and on the GUI thread turns its events into
-layers and messages. Free of Qt: whoever owns it calls `poll()` from a timer (the docker
-does, every 50 ms), and tests call it directly.
+"""Runs repaints: starts the job's worker thread, and on the GUI thread turns its events
+into layers and messages. Free of Qt: whoever owns it calls `poll()` from a timer (the
+plugin does, every 50 ms), and tests call it directly.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
+
+import tether
+from tether import background
+from tether.background import UserError
 
 from . import document as krita_document
 from .geometry import Rect
-from .job import (
-    EdgesReady,
-    Failed,
-    Finished,
-    JobEvent,
-    PreviewReady,
-    RepaintJob,
-    StatusChanged,
-    Stopped,
-)
-from .messages import UserError, describe
+from .job import EdgesReady, PreviewReady, Repainted, Snapshot, StatusChanged, repaint_job
+from .messages import describe
 from .settings import Settings
 
 # Writing a preview refreshes the whole projection; more often than this only costs
@@ -43,38 +37,43 @@ class JobView(Protocol):
 
 
 ClientFactory = Callable[[Settings], Any]
-ThreadStarter = Callable[[Callable[[], None]], None]
+JobStarter = Callable[[background.Job], None]
 
 
-def default_client(settings: Settings) -> Any:
-    import tether
-
+def default_client(settings: Settings) -> tether.Client:
     return tether.Client(settings.address.strip(), token=settings.token.strip() or None)
 
 
-def start_daemon_thread(target: Callable[[], None]) -> None:
-    # Daemon: a job waiting on the network must not keep Krita from quitting.
-    threading.Thread(target=target, name="tether-repaint", daemon=True).start()
+@dataclass(frozen=True)
+class Outside:
+    """What a controller takes from outside (the network, threads, Krita, the clock);
+    tests pass their own."""
+
+    client_factory: ClientFactory = default_client
+    start_job: JobStarter = background.Job.start
+    is_open: Callable[[Any], bool] = krita_document.document_is_open
+    clock: Callable[[], float] = time.monotonic
+
+    def begin(self, document: Any, settings: Settings, problem: str | None) -> tuple[Snapshot, Any]:
+        """What a repaint or a live session starts from: the snapshot of `document` and a
+        client. Raises UserError with `problem` (the settings' own check), or for a
+        document the plugin cannot read."""
+        if problem is not None:
+            raise UserError(problem)
+        snapshot = krita_document.take_snapshot(document, settings.context_percent)
+        return snapshot, self.client_factory(settings)
+
+
+IN_KRITA = Outside()
 
 
 class RepaintController:
     """One repaint at a time, for whichever document was active when it started."""
 
-    def __init__(
-        self,
-        view: JobView,
-        client_factory: ClientFactory = default_client,
-        start_thread: ThreadStarter = start_daemon_thread,
-        is_open: Callable[[Any], bool] = krita_document.document_is_open,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, view: JobView, outside: Outside = IN_KRITA) -> None:
         self._view = view
-        self._client_factory = client_factory
-        self._start_thread = start_thread
-        self._is_open = is_open
-        self._clock = clock
-        self._events: queue.SimpleQueue[JobEvent] = queue.SimpleQueue()
-        self._job: RepaintJob | None = None
+        self._outside = outside
+        self._job: background.Job | None = None
         self._document: Any = None
         self._result: krita_document.ResultLayer | None = None
         self._region = Rect(0, 0, 0, 0)
@@ -94,11 +93,7 @@ class RepaintController:
             self._view.job_ended("A repaint is already running; cancel it first.", True)
             return False
         try:
-            problem = settings.problem()
-            if problem is not None:
-                raise UserError(problem)
-            snapshot = krita_document.take_snapshot(document, settings.context_percent)
-            client = self._client_factory(settings)
+            snapshot, client = self._outside.begin(document, settings, settings.problem())
         except Exception as error:  # noqa: BLE001 - shown to the user, never a traceback
             self._view.job_ended(describe(error, settings.address), True)
             return False
@@ -107,10 +102,9 @@ class RepaintController:
         self._edges = None
         self._pending_preview = None
         self._last_preview_at = float("-inf")
-        self._events = queue.SimpleQueue()
-        self._job = RepaintJob(client, snapshot, settings, self._events.put)
+        self._job = repaint_job(client, snapshot, settings)
         self._view.show_status("Starting…")
-        self._start_thread(self._job.run)
+        self._outside.start_job(self._job)
         return True
 
     def cancel(self) -> None:
@@ -123,20 +117,16 @@ class RepaintController:
         """Apply what the worker reported since the last call. GUI thread only."""
         if self._job is None:
             return
-        if not self._is_open(self._document):
+        if not self._outside.is_open(self._document):
             # The user closed the document: nothing left to paint into.
             self._job.cancel()
             self._document = None
-        while self._job is not None:
-            try:
-                event = self._events.get_nowait()
-            except queue.Empty:
-                break
+        for event in self._job.poll():
             self._handle(event)
         if self._job is not None:
             self._apply_preview()
 
-    def _handle(self, event: JobEvent) -> None:
+    def _handle(self, event: Any) -> None:
         if isinstance(event, StatusChanged):
             self._view.show_status(event.text)
         elif isinstance(event, EdgesReady):
@@ -153,18 +143,18 @@ class RepaintController:
             self._view.show_status(f"Painting: step {event.step} of {event.total}")
             if event.pixels is not None:
                 self._pending_preview = event
-        elif isinstance(event, Finished):
-            self._finish(event)
-        elif isinstance(event, Failed):
+        elif isinstance(event, background.Done):
+            self._finish(event.value)
+        elif isinstance(event, background.Failed):
             self._end(event.message, is_error=True, keep=False)
-        elif isinstance(event, Stopped):
+        elif isinstance(event, background.Stopped):
             self._end("Cancelled.", is_error=False, keep=False)
 
     def _apply_preview(self) -> None:
         preview = self._pending_preview
         if preview is None or self._document is None or self._result is None:
             return
-        now = self._clock()
+        now = self._outside.clock()
         if now - self._last_preview_at < PREVIEW_INTERVAL_S:
             return
         assert preview.pixels is not None
@@ -172,7 +162,7 @@ class RepaintController:
         self._pending_preview = None
         self._last_preview_at = now
 
-    def _finish(self, event: Finished) -> None:
+    def _finish(self, event: Repainted) -> None:
         if self._document is None or self._result is None:
             self._end("The document was closed; the result was dropped.", True, keep=False)
             return

@@ -1,4 +1,5 @@
-"""The Tether docker: server, prompt and repaint parameters, and the running job."""
+"""The Tether docker: server, prompt and repaint parameters, the running job, and Live
+mode (on/off, Apply, its steps)."""
 
 from __future__ import annotations
 
@@ -21,12 +22,12 @@ from PyQt5.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from tether import background
 
 from . import plugin
-from .background import BackgroundCall
 from .controller import default_client
 from .messages import describe
-from .settings import RANDOM_SEED, Settings
+from .settings import LIVE_STEPS, RANDOM_SEED, Settings
 
 DEFAULT_MODEL_LABEL = "(server default)"
 MAX_SEED = 2**31 - 1  # QSpinBox holds a C int
@@ -36,7 +37,9 @@ class TetherDocker(DockWidget):
     def __init__(self) -> None:
         super().__init__()
         self.setWindowTitle("Tether")
-        self._models_call: BackgroundCall | None = None
+        self._models_job: background.Job | None = None
+        self._running = False  # a repaint is running
+        self._live = False  # Live is on
         self._models_timer = QTimer(self)
         self._models_timer.setInterval(plugin.POLL_INTERVAL_MS)
         self._models_timer.timeout.connect(self._poll_models)
@@ -96,6 +99,8 @@ class TetherDocker(DockWidget):
         form.addRow("Seed", self.seed)
         form.addRow("Context", self.context)
         form.addRow("", self.show_edges)
+        self.live_steps = _int_box(*LIVE_STEPS, "Denoising steps of each live frame")
+        form.addRow("Live steps", self.live_steps)
 
         buttons = QHBoxLayout()
         self.repaint_button = QPushButton("Repaint selection")
@@ -105,6 +110,17 @@ class TetherDocker(DockWidget):
         buttons.addWidget(self.repaint_button, 1)
         buttons.addWidget(self.cancel_button)
         column.addLayout(buttons)
+        live_buttons = QHBoxLayout()
+        self.live_button = QPushButton("Live")
+        self.live_button.setCheckable(True)
+        self.live_button.setToolTip("Repaint the selection (or the image) as you paint")
+        self.live_button.toggled.connect(self._live_toggled)
+        self.apply_button = QPushButton("Apply")
+        self.apply_button.setToolTip("Copy the live result onto a new layer")
+        self.apply_button.clicked.connect(lambda: plugin.instance().apply_live())
+        live_buttons.addWidget(self.live_button, 1)
+        live_buttons.addWidget(self.apply_button)
+        column.addLayout(live_buttons)
         self.progress = QProgressBar()
         self.progress.setTextVisible(False)
         column.addWidget(self.progress)
@@ -131,6 +147,7 @@ class TetherDocker(DockWidget):
             seed=self.seed.value(),
             show_edges=self.show_edges.isChecked(),
             context_percent=self.context.value(),
+            live_steps=self.live_steps.value(),
         )
 
     def _load(self, settings: Settings) -> None:
@@ -147,6 +164,7 @@ class TetherDocker(DockWidget):
         self.seed.setValue(max(RANDOM_SEED, min(settings.seed, MAX_SEED)))
         self.show_edges.setChecked(settings.show_edges)
         self.context.setValue(settings.context_percent)
+        self.live_steps.setValue(max(LIVE_STEPS[0], min(settings.live_steps, LIVE_STEPS[1])))
 
     def _connect_storage(self) -> None:
         store = self._store
@@ -156,38 +174,44 @@ class TetherDocker(DockWidget):
             text.textChanged.connect(store)
         for box in (self.strength, self.edge_weight, self.edge_low, self.edge_high):
             box.valueChanged.connect(store)
-        for box in (self.steps, self.seed, self.context):
+        for box in (self.steps, self.seed, self.context, self.live_steps):
             box.valueChanged.connect(store)
         self.show_edges.toggled.connect(store)
         self.model.currentIndexChanged.connect(store)
 
     def _store(self, *_: Any) -> None:
-        plugin.store_settings(self.settings())
+        settings = self.settings()
+        plugin.store_settings(settings)
+        plugin.instance().configure_live(settings)
 
     # --- models -------------------------------------------------------------------------
     def refresh_models(self) -> None:
-        if self._models_call is not None and not self._models_call.done:
+        if self._models_job is not None and not self._models_job.done:
             return
         settings = self.settings()
         self.show_status(f"Asking {settings.address} for its models…")
         self.refresh.setEnabled(False)
 
-        def fetch() -> Any:
+        def fetch(task: background.Task) -> Any:
             client = default_client(settings)
             try:
                 return client.models(timeout=10.0)
             finally:
                 client.close()
 
-        self._models_call = BackgroundCall(
-            fetch,
-            on_result=lambda models: self._models_arrived(models, settings.model),
-            on_error=lambda error: self._models_failed(describe(error, settings.address)),
+        self._models_job = background.Job(
+            fetch, describe=lambda error: describe(error, settings.address), name="tether-models"
         )
+        self._models_job.start()
         self._models_timer.start()
 
     def _poll_models(self) -> None:
-        if self._models_call is None or self._models_call.poll():
+        for event in self._models_job.poll():
+            if isinstance(event, background.Done):
+                self._models_arrived(event.value, self.settings().model)
+            elif isinstance(event, background.Failed):
+                self.show_status(event.message)
+        if self._models_job.done:
             self._models_timer.stop()
             self.refresh.setEnabled(True)
 
@@ -195,11 +219,8 @@ class TetherDocker(DockWidget):
         names = [model.name for model in models.models]
         self._set_models(names, current)
         canny = [c.name for c in models.controls if c.kind == "canny"]
-        note = "" if canny else " It has no canny control model: Repaint needs one."
+        note = "" if canny else " It has no canny control model: Repaint and Live need one."
         self.show_status(f"The server offers {len(names)} model(s).{note}")
-
-    def _models_failed(self, message: str) -> None:
-        self.show_status(message)
 
     def _set_models(self, names: list[str], current: str) -> None:
         self.model.blockSignals(True)
@@ -223,14 +244,37 @@ class TetherDocker(DockWidget):
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(step)
 
+    def _live_toggled(self, on: bool) -> None:
+        if on:
+            settings = self.settings()
+            plugin.store_settings(settings)
+            if not plugin.instance().start_live(settings=settings):
+                self.set_live(False)
+        else:
+            plugin.instance().stop_live()
+
+    def set_live(self, on: bool) -> None:
+        self._live = on
+        self.live_button.blockSignals(True)  # shows the state; does not change it
+        self.live_button.setChecked(on)
+        self.live_button.blockSignals(False)
+        self._enable_buttons()
+
     def set_running(self, running: bool) -> None:
-        self.repaint_button.setEnabled(not running)
-        self.cancel_button.setEnabled(running)
+        self._running = running
+        self._enable_buttons()
         if running:
             self.progress.setRange(0, 0)  # busy until the first step arrives
         else:
             self.progress.setRange(0, 1)
             self.progress.setValue(0)
+
+    def _enable_buttons(self) -> None:
+        # A repaint and Live exclude each other.
+        self.repaint_button.setEnabled(not self._running and not self._live)
+        self.cancel_button.setEnabled(self._running)
+        self.live_button.setEnabled(not self._running)
+        self.apply_button.setEnabled(self._live)
 
     def canvasChanged(self, canvas: Any) -> None:  # noqa: N802 - Krita's virtual
         """Required by DockWidget; the docker works on whichever document is active."""

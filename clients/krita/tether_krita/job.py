@@ -1,25 +1,25 @@
 """One repaint, from a snapshot of the canvas to the bytes of the result layer.
 
-Runs on a worker thread and never touches Krita: the GUI thread takes a `Snapshot`
-(raw bytes read from the document), the job does every conversion and every server call,
-and hands back `JobEvent`s whose pixels are ready for `Node.setPixelData`. That keeps
-Krita's API on the thread it belongs to and the UI responsive.
+Runs on a worker thread (a `tether.background.Job`) and never touches Krita: the GUI
+thread takes a `Snapshot` (raw bytes read from the document), the job does every
+conversion and every server call, and hands back events whose pixels are ready for
+`Node.setPixelData`. That keeps Krita's API on the thread it belongs to and the UI
+responsive.
 """
 
 from __future__ import annotations
 
-import threading
-import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import tether
+from tether import background
+from tether.background import UserError
 
 from . import masks, pixels
 from .geometry import Rect, generation_size
-from .messages import UserError, describe
+from .messages import describe
 from .pixels import PixelFormat
 from .resize import resize
 from .settings import RANDOM_SEED, Settings
@@ -75,22 +75,12 @@ class PreviewReady:
 
 
 @dataclass(frozen=True)
-class Finished:
-    pixels: bytes  # the result layer over the region, transparent outside the selection
+class Repainted:
+    """What a repaint's `background.Done` carries: the result layer over the region,
+    transparent outside the selection, and the seed the server used."""
+
+    pixels: bytes
     seed: int
-
-
-@dataclass(frozen=True)
-class Failed:
-    message: str
-
-
-@dataclass(frozen=True)
-class Stopped:
-    """The user cancelled; the server stopped the job."""
-
-
-JobEvent = StatusChanged | EdgesReady | PreviewReady | Finished | Failed | Stopped
 
 
 def prepare(snapshot: Snapshot, settings: Settings, models: tether.ModelList) -> Prepared:
@@ -99,7 +89,9 @@ def prepare(snapshot: Snapshot, settings: Settings, models: tether.ModelList) ->
     base = _base_model(models, settings.model)
     canny = next((c.name for c in models.controls if c.kind == "canny"), None)
     if canny is None:
-        raise UserError("The Tether server offers no canny control model, which Repaint needs.")
+        raise UserError(
+            "The Tether server offers no canny control model, which Repaint and Live need."
+        )
     region = snapshot.region
     width, height = generation_size(
         region.width,
@@ -108,8 +100,7 @@ def prepare(snapshot: Snapshot, settings: Settings, models: tether.ModelList) ->
         base.default_height,
         models.limits.max_pixels,
     )
-    rgba = pixels.decode(snapshot.pixels, region.width, region.height, snapshot.fmt)
-    image = masks.to_uint8(resize(pixels.flatten(rgba), width, height))
+    image = model_image(snapshot.pixels, region, snapshot.fmt, width, height)
     if snapshot.selection is None:
         coverage = masks.full_mask(region.width, region.height)
     else:
@@ -118,116 +109,90 @@ def prepare(snapshot: Snapshot, settings: Settings, models: tether.ModelList) ->
     return Prepared(width, height, image, mask, coverage, settings.model, canny)
 
 
-class RepaintJob:
-    """Runs one repaint on the calling (worker) thread and reports through `emit`.
+def model_image(data: bytes, region: Rect, fmt: PixelFormat, width: int, height: int) -> np.ndarray:
+    """Krita bytes over `region` -> the (height, width, 3) uint8 sRGB image the model gets,
+    transparent parts over white paper."""
+    rgba = pixels.decode(data, region.width, region.height, fmt)
+    return masks.to_uint8(resize(pixels.flatten(rgba), width, height))
 
-    `run` never raises: every outcome ends in exactly one Finished, Failed or Stopped.
-    `cancel` may be called from any thread, at any time.
-    """
 
-    def __init__(
-        self,
-        client: Any,
-        snapshot: Snapshot,
-        settings: Settings,
-        emit: Callable[[JobEvent], None],
-    ) -> None:
-        self._client = client
-        self._snapshot = snapshot
-        self._settings = settings
-        self._emit = emit
-        self._lock = threading.Lock()
-        self._cancelled = False
-        self._stream: Any = None
+def layer_bytes(image: np.ndarray, coverage: np.ndarray, fmt: PixelFormat) -> bytes:
+    """A picture from the server (uint8 RGB, generation size) as a layer's bytes over the
+    region, masked to the selection `coverage`."""
+    return pixels.encode(masks.layer_pixels(image.astype(np.float32) / 255, coverage), fmt)
 
-    def cancel(self) -> None:
-        with self._lock:
-            self._cancelled = True
-            stream = self._stream
-        if stream is not None:
-            stream.cancel()
 
-    def run(self) -> None:
+def repaint_job(client: Any, snapshot: Snapshot, settings: Settings) -> background.Job:
+    """One repaint as a background job (not started) that closes `client` when it ends.
+    Its events: StatusChanged, EdgesReady and PreviewReady, then `background.Done`
+    with `Repainted`, `background.Failed` or `background.Stopped`."""
+
+    def work(task: background.Task) -> Repainted:
         try:
-            outcome = self._run()
-        except tether.Cancelled:
-            outcome = Stopped()
-        except Exception as error:  # noqa: BLE001 - every failure must reach the user
-            outcome = Failed(describe(error, self._settings.address))
-            if not isinstance(error, (UserError, tether.TetherError)):
-                # A bug, not a condition: keep the traceback for Krita's log.
-                traceback.print_exc()
+            return _repaint(task, client, snapshot, settings)
         finally:
-            self._client.close()
-        self._emit(outcome)
+            client.close()
 
-    def _run(self) -> JobEvent:
-        settings, region = self._settings, self._snapshot.region
-        self._emit(StatusChanged("Asking the server for its models…"))
-        models = self._client.models(timeout=MODELS_TIMEOUT_S)
-        plan = prepare(self._snapshot, settings, models)
-        if self._is_cancelled():
-            return Stopped()
+    return background.Job(
+        work, describe=lambda error: describe(error, settings.address), name="tether-repaint"
+    )
 
-        # The server finds the edges (OpenCV canny) in the init image itself; they are
-        # only fetched to show them, through Preprocess, which gives the very map
-        # Generate uses for the same unit.
-        edges = tether.Control.canny(
-            plan.image,
-            low=settings.edge_low,
-            high=settings.edge_high,
-            model=plan.canny_model,
-            weight=settings.edge_weight,
+
+def _repaint(
+    task: background.Task, client: Any, snapshot: Snapshot, settings: Settings
+) -> Repainted:
+    region, fmt = snapshot.region, snapshot.fmt
+    task.emit(StatusChanged("Asking the server for its models…"))
+    models = client.models(timeout=MODELS_TIMEOUT_S)
+    plan = prepare(snapshot, settings, models)
+    task.raise_if_cancelled()
+
+    # The server finds the edges (OpenCV canny) in the init image itself; they are only
+    # fetched to show them, through Preprocess, which gives the very map Generate uses
+    # for the same unit.
+    edges = tether.Control.canny(
+        plan.image,
+        low=settings.edge_low,
+        high=settings.edge_high,
+        model=plan.canny_model,
+        weight=settings.edge_weight,
+    )
+    if settings.show_edges:
+        task.emit(StatusChanged("Finding edges…"))
+        edge_map = client.preprocess(
+            edges, width=plan.width, height=plan.height, timeout=PREPROCESS_TIMEOUT_S
         )
-        if settings.show_edges:
-            self._emit(StatusChanged("Finding edges…"))
-            edge_map = self._client.preprocess(
-                edges, width=plan.width, height=plan.height, timeout=PREPROCESS_TIMEOUT_S
-            )
-            layer = masks.edges_pixels(edge_map, region.width, region.height)
-            self._emit(EdgesReady(pixels.encode(layer, self._snapshot.fmt)))
-            if self._is_cancelled():
-                return Stopped()
+        layer = masks.edges_pixels(edge_map, region.width, region.height)
+        task.emit(EdgesReady(pixels.encode(layer, fmt)))
+        task.raise_if_cancelled()
 
-        self._emit(StatusChanged("Sending the request…"))
-        stream = self._client.stream(
-            settings.prompt,
-            negative_prompt=settings.negative_prompt,
-            controls=[edges],
-            seed=None if settings.seed == RANDOM_SEED else settings.seed,
-            steps=settings.steps,
-            width=plan.width,
-            height=plan.height,
-            init_image=plan.image,
-            strength=settings.strength,
-            mask=plan.mask,
-            model=plan.model or None,
-            preview="fast",
-        )
-        with self._lock:
-            self._stream = stream
-            cancelled = self._cancelled
-        if cancelled:
-            stream.cancel()
-        for event in stream:
-            if isinstance(event, tether.Queued):
-                self._emit(StatusChanged(f"Queued: {event.position} job(s) ahead"))
-            elif isinstance(event, tether.Progress):
-                self._emit(self._preview(event, plan))
-            elif isinstance(event, tether.Result):
-                layer = masks.layer_pixels(event.image.astype(np.float32) / 255, plan.coverage)
-                return Finished(pixels.encode(layer, self._snapshot.fmt), event.seed)
-        raise tether.Internal("the server ended the stream without a result")
+    def on_event(event: tether.Queued | tether.Progress) -> None:
+        if isinstance(event, tether.Queued):
+            task.emit(StatusChanged(f"Queued: {event.position} job(s) ahead"))
+        else:
+            preview = None
+            if event.preview is not None:
+                preview = layer_bytes(event.preview, plan.coverage, fmt)
+            task.emit(PreviewReady(event.step, event.total, preview))
 
-    def _preview(self, event: tether.Progress, plan: Prepared) -> PreviewReady:
-        if event.preview is None:
-            return PreviewReady(event.step, event.total, None)
-        layer = masks.layer_pixels(event.preview.astype(np.float32) / 255, plan.coverage)
-        return PreviewReady(event.step, event.total, pixels.encode(layer, self._snapshot.fmt))
-
-    def _is_cancelled(self) -> bool:
-        with self._lock:
-            return self._cancelled
+    task.emit(StatusChanged("Sending the request…"))
+    result = task.generate(
+        client,
+        settings.prompt,
+        on_event=on_event,
+        negative_prompt=settings.negative_prompt,
+        controls=[edges],
+        seed=None if settings.seed == RANDOM_SEED else settings.seed,
+        steps=settings.steps,
+        width=plan.width,
+        height=plan.height,
+        init_image=plan.image,
+        strength=settings.strength,
+        mask=plan.mask,
+        model=plan.model or None,
+        preview="fast",
+    )
+    return Repainted(layer_bytes(result.image, plan.coverage, fmt), result.seed)
 
 
 def _base_model(models: tether.ModelList, name: str) -> tether.BaseModel:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from tether.background import UserError
 
 # (colour depth id) -> numpy dtype of one channel, little-endian as Krita stores it.
 _DTYPES = {
@@ -35,7 +36,7 @@ _LINEAR_MARKERS = ("g10", "linear", "scrgb")
 _LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
 
 
-class UnsupportedColorSpace(ValueError):
+class UnsupportedColorSpace(UserError):
     """The document's colour model or depth is one the plugin cannot convert."""
 
 

@@ -16,7 +16,7 @@ MENU = "tools/scripts"
 
 
 class TetherExtension(Extension):
-    """The "Repaint Selection" and "Cancel Repaint" actions."""
+    """The Repaint, Cancel, Live and Apply actions (Krita lets users give them shortcuts)."""
 
     def __init__(self, parent: Any) -> None:
         super().__init__(parent)
@@ -33,6 +33,10 @@ class TetherExtension(Extension):
         repaint.triggered.connect(lambda: plugin.instance().repaint())
         cancel = window.createAction("tether_cancel", "Cancel Tether Repaint", MENU)
         cancel.triggered.connect(lambda: plugin.instance().cancel())
+        live = window.createAction("tether_live", "Toggle Tether Live", MENU)
+        live.triggered.connect(lambda: plugin.instance().toggle_live())
+        apply = window.createAction("tether_live_apply", "Apply Tether Live Result", MENU)
+        apply.triggered.connect(lambda: plugin.instance().apply_live())
 
 
 class ProblemExtension(Extension):

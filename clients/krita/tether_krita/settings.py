@@ -12,6 +12,8 @@ from dataclasses import dataclass, fields, replace
 SETTINGS_GROUP = "tether_krita"
 RANDOM_SEED = -1
 LAYER_NAME_LENGTH = 48
+# What a live session accepts (the server refuses more).
+LIVE_STEPS = (1, 4)
 
 ReadSetting = Callable[[str, str, str], str]  # (group, name, default) -> value
 WriteSetting = Callable[[str, str, str], None]  # (group, name, value)
@@ -19,9 +21,10 @@ WriteSetting = Callable[[str, str, str], None]  # (group, name, value)
 
 @dataclass(frozen=True)
 class Settings:
-    """One repaint's parameters. `model` "" is the server's default model; `seed`
-    RANDOM_SEED lets the server draw one; `context_percent` is the margin around the
-    selection, in percent of its longer side, that the model sees but does not paint."""
+    """The docker's parameters. `model` "" is the server's default model; `seed`
+    RANDOM_SEED lets the server draw one (Live draws one per session); `context_percent` is
+    the margin around the selection, in percent of its longer side, that the model sees but
+    does not paint; `live_steps` are the denoising steps of each live frame."""
 
     address: str = "127.0.0.1:50051"
     token: str = ""
@@ -36,6 +39,7 @@ class Settings:
     seed: int = RANDOM_SEED
     show_edges: bool = False
     context_percent: int = 25
+    live_steps: int = 2
 
     def problem(self) -> str | None:
         """A message for the user when these settings cannot make a request, else None.
@@ -55,6 +59,13 @@ class Settings:
         if self.context_percent < 0:
             return "The context margin cannot be negative."
         return None
+
+    def live_problem(self) -> str | None:
+        """Like `problem`, for a live session."""
+        low, high = LIVE_STEPS
+        if not low <= self.live_steps <= high:
+            return f"Live steps must be {low} to {high}."
+        return self.problem()
 
     @property
     def layer_name(self) -> str:

@@ -100,5 +100,5 @@ def train(args: argparse.Namespace) -> Path:
     for module in model_set.modules():
         module.requires_grad_(False)
 
-    # 5. The model set, as `models.load` reads it.
+    # 5. The model set, as a models TOML serves it.
     return saving.save(model_set, args.out, loop.DTYPES[args.save_dtype])

@@ -109,12 +109,12 @@ def main(args: argparse.Namespace) -> int:
     _check(args)
     import torch
 
-    from .. import models
+    from .. import catalog, models
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.train_command == "control" and args.kind not in models.CONTROL_KINDS:
-        kinds = ", ".join(models.CONTROL_KINDS)
+    if args.train_command == "control" and args.kind not in catalog.CONTROL_KINDS:
+        kinds = ", ".join(catalog.CONTROL_KINDS)
         raise ValueError(f"--kind: must be one of {kinds} (got {args.kind!r})")
     args.device = args.device or models.default_device()
     args.checkpoints = args.checkpoints or args.out / "checkpoints"
@@ -124,9 +124,13 @@ def main(args: argparse.Namespace) -> int:
         toml = base.train(args)
         print(f"wrote {args.out}; serve it with: tether serve --models {toml}")
         return 0
+    from ..errors import ModelConfigError
     from . import control
 
-    entry = control.train(args)
+    try:
+        entry = control.train(args)
+    except ModelConfigError as error:  # the CLI reports ValueErrors in one line
+        raise ValueError(f"--models: {error}") from error
     where = f"added to {args.models}" if args.add else "add it to a models TOML to serve it"
     print(f"wrote {args.out}; its entry ({where}):\n\n{entry}")
     return 0

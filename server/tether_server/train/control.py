@@ -1,6 +1,6 @@
 """`tether train control`: a ControlNet unit, trained the way the ControlNet paper does.
 
-1. Load the base model set (the embedded one, or a TOML file's) and lock it: no weight
+1. Load the base model (the embedded one, or a TOML file's default) and lock it: no weight
    of the autoencoder, text encoder or UNet changes.
 2. Copy the UNet's encoder and middle block into a ControlNet (`ControlNetModel.from_unet`):
    a trainable copy that starts as the base's own weights, joined to the UNet through
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from diffusers import ControlNetModel, DDPMScheduler
 
-from .. import models, saving
+from .. import catalog, loading, models, saving
 from . import data, loop, objectives
 
 PROMPT_DROP = 0.5
@@ -32,11 +32,14 @@ def train(args: argparse.Namespace) -> str:
     # 1. The locked base.
     device, dtype = torch.device(args.device), loop.DTYPES[args.dtype]
     if args.models:
-        base = models.load(args.models, device=str(device), dtype=dtype)
+        listed = catalog.read(args.models)
+        if args.add and args.name in listed.controls:
+            raise ValueError(
+                f"--add: {args.models} already has [controls.{args.name}]; choose --name"
+            )
+        base = loading.load_base(listed.models[listed.default], {}, device, dtype)
     else:
         base = models.tiny().to(device, dtype)
-    if args.add and args.name in base.controls:
-        raise ValueError(f"--add: {args.models} already has [controls.{args.name}]; choose --name")
     size = args.size or base.default_size
 
     # 2. The trainable copy.

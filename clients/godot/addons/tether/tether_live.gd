@@ -1,11 +1,13 @@
+@icon("res://addons/tether/icon.svg")
 class_name TetherLive
 extends Node
 ## Streams a camera's colour, linear depth and view-space normals to a Tether bridge
 ## (`tether bridge`) and shows the stylised results in a TextureRect.
 ##
-## The wire format is the one documented in the bridge's module docstring
-## (sdk/tether/bridge.py) and exercised by tests/test_bridge.py; the constants below are
-## checked against the bridge's by that test. Needs Godot 4.3+ with the Forward+ renderer.
+## The wire format is the one documented in protos/bridge.md; tests/test_godot.py holds the
+## constants and offsets below to the bridge's codec. Needs Godot 4.3+ with the Forward+
+## renderer. `class_name` is the node's one registration: it lists TetherLive in the Create
+## Node dialog, with no plugin to enable.
 
 ## Emitted when the bridge accepted the WebSocket connection.
 signal connected
@@ -17,7 +19,7 @@ signal frame_received(frame_id: int, texture: Texture2D, lag_ms: float, dropped:
 ## Emitted for every error the bridge or the server reports; frame_id 0: not about a frame.
 signal error_received(frame_id: int, message: String)
 
-# Wire format (little-endian); tests/test_bridge.py holds these to the bridge's.
+# Wire format (little-endian); tests/test_godot.py holds these to the bridge's.
 const FRAME_MAGIC := 0x31464C54  # "TLF1"
 const RESULT_MAGIC := 0x31524C54  # "TLR1"
 const FRAME_HEADER_SIZE := 12  # magic, frame id, buffer count
@@ -38,6 +40,10 @@ const DATA_SHADER := preload("tether_data.gdshader")
 
 ## The bridge's host endpoint.
 @export var bridge_url: String = "ws://127.0.0.1:8765/live"
+## The bridge's own token, when it has one (`tether bridge --bridge-token`); empty: the
+## TETHER_BRIDGE_TOKEN environment variable, if set. Sent in the handshake's Authorization
+## header (a web export cannot set headers: add ?token=... to bridge_url instead).
+@export var bridge_token: String = ""
 ## The camera to follow; empty: the viewport's current camera.
 @export var camera: Camera3D
 ## Where results are shown; may be empty (use frame_received instead).
@@ -128,6 +134,11 @@ func connect_to_bridge() -> void:
 	var frame_bytes := capture_size.x * capture_size.y * (3 + 4 + 12)
 	_socket.outbound_buffer_size = frame_bytes * 2 + 4096
 	_socket.inbound_buffer_size = capture_size.x * capture_size.y * 3 * 4 + 4096
+	var token := bridge_token
+	if token.is_empty():
+		token = OS.get_environment("TETHER_BRIDGE_TOKEN")
+	if not token.is_empty():
+		_socket.handshake_headers = PackedStringArray(["Authorization: Bearer " + token])
 	var status := _socket.connect_to_url(bridge_url)
 	if status != OK:
 		_socket = null
@@ -174,6 +185,17 @@ func _source_camera() -> Camera3D:
 func _send_config(far: float) -> void:
 	_config_changed = false
 	_config_far = far
+	var depth_unit := {
+		"model": depth_model,
+		"weight": depth_weight,
+		# Linear view depth; the far plane marks where there is no geometry.
+		"preprocessor": {"type": "depth", "buffer": "linear", "far": far},
+	}
+	var normal_unit := {
+		"model": normal_model,
+		"weight": normal_weight,
+		"preprocessor": {"type": "normal", "space": "view"},
+	}
 	var config := {
 		"type": "config",
 		"prompt": prompt,
@@ -183,19 +205,7 @@ func _send_config(far: float) -> void:
 		"seed": noise_seed,
 		"output_format": output_format,
 		"reuse_threshold": reuse_threshold,
-		"controls": [
-			{
-				"model": depth_model,
-				"weight": depth_weight,
-				# Linear view depth; the far plane marks where there is no geometry.
-				"preprocessor": {"type": "depth", "buffer": "linear", "far": far},
-			},
-			{
-				"model": normal_model,
-				"weight": normal_weight,
-				"preprocessor": {"type": "normal", "space": "view"},
-			},
-		],
+		"controls": [depth_unit, normal_unit],
 	}
 	_socket.send_text(JSON.stringify(config))
 
