@@ -31,7 +31,8 @@ weights: setup
 	for kind in depth normal canny; do \
 		$(BIN)/tether train control --kind $$kind --models $(TRAINED)/models.toml --add \
 			--out $(TRAINED)/control-$$kind --checkpoints build/train/control-$$kind \
-			--hint-channels 8,16,32,64 --save-dtype float16 --threads 1 --resume || exit 1; \
+			--hint-channels 8,16,32,64 --scenes 2000 --steps 400 --checkpoint-every 50 \
+			--save-dtype float16 --threads 1 --resume || exit 1; \
 	done
 
 # The real hosts the tests drive: Blender as a Python module (own venv, numpy<2), Krita,
