@@ -86,3 +86,22 @@ def tiny_models():
     from tether_server import models
 
     return models.tiny()
+
+
+@pytest.fixture(scope="session")
+def seeing_models():
+    """The tiny model set with ControlNets whose maps matter. A fresh ControlNet's
+    conditioning embedding ends in a zero convolution (so that training starts from the
+    base model), which makes the map change nothing; here its convolutions get random
+    weights that carry the map through (He's initialisation)."""
+    import torch
+    from tether_server import models
+
+    tiny = models.tiny()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        for control in tiny.controls.values():
+            for layer in control.model.controlnet_cond_embedding.modules():
+                if isinstance(layer, torch.nn.Conv2d):
+                    torch.nn.init.kaiming_normal_(layer.weight)
+    return tiny

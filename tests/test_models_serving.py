@@ -197,7 +197,12 @@ def test_least_recently_used_model_is_unloaded_first(bases, toml, tmp_path):
     np.testing.assert_array_equal(run("b"), first_b)  # loaded again, the same weights
 
 
-def test_jobs_on_different_models_are_never_batched():
+def test_jobs_on_different_models_are_never_batched(toml):
+    """Batching reads only the models' tokenizers: neither model is loaded for it."""
+    registry = ModelRegistry(catalog.read(toml), device="cpu", dtype=torch.float32)
+    engine = Engine(registry)
     job = Job(prompt="x", steps=2, guidance_scale=7.5, width=SIZE, height=SIZE)
     other = Job(prompt="x", model="b", steps=2, guidance_scale=7.5, width=SIZE, height=SIZE)
-    assert Engine.batch_key(job) != Engine.batch_key(other)
+    assert engine.batch_key(job) != engine.batch_key(other)
+    assert engine.batch_key(job) == engine.batch_key(Job(**{**vars(job), "model": "a"}))
+    assert registry.loaded() == []

@@ -3,7 +3,7 @@
     tether serve                                   # embedded tiny model on 127.0.0.1:50051
     tether serve --models-dir ~/ComfyUI/models     # the models of a ComfyUI or A1111 install
     tether generate "a castle" --control depth=depth.png@0.8 --control canny=edges.png \\
-        --steps 20 --seed 1 -o out.png --previews frames/ --model dreamshaper_8
+        --lora detail@0.6 --model dreamshaper_8 --steps 20 --seed 1 -o out.png
     tether models
     tether info
 
@@ -20,6 +20,7 @@ import importlib.util
 import io
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -28,7 +29,7 @@ import numpy as np
 from . import __version__, bridge, connection, images, protocol
 from .client import Client
 from .errors import Cancelled, TetherError, Unauthenticated, Unavailable
-from .types import FORMATS_BY_EXTENSION, Canny, Control, Invert, Progress, Queued
+from .types import FORMATS_BY_EXTENSION, Canny, Control, Invert, Lora, Progress, Queued
 
 _PREPROCESSORS = {"canny": Canny, "invert": Invert}
 _CONTROL_SYNTAX = "MODEL=PATH[@WEIGHT][:canny|:invert]"
@@ -60,6 +61,17 @@ def parse_control(spec: str) -> Control:
     return Control(model, Path(path), weight=value, preprocessor=preprocessor)
 
 
+def parse_lora(spec: str) -> Lora:
+    """`NAME[@WEIGHT]` -> Lora, e.g. `detail@0.6`; the last `@` starts the weight."""
+    name, at, weight = spec.rpartition("@")
+    if not at:
+        return Lora(spec)
+    try:
+        return Lora(name, float(weight))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{spec!r}: weight {weight!r} is not a number") from None
+
+
 def _strip_preprocessor(text: str) -> tuple[str, str]:
     """'photo.png:canny' -> ('photo.png', 'canny'); text without such a suffix -> (text, '')."""
     head, _, suffix = text.rpartition(":")
@@ -81,10 +93,22 @@ def _size(text: str) -> int:
     return value
 
 
-def _steps(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more (got {value})")
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An option's whole number, refused below `minimum` with the option named."""
+
+    def whole_number(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more (got {value})")
+        return value
+
+    return whole_number
+
+
+def _factor(text: str) -> float:
+    value = float(text)
+    if not value > 1:
+        raise argparse.ArgumentTypeError(f"must be over 1 (got {text}); leave it out for none")
     return value
 
 
@@ -151,7 +175,16 @@ def _parser() -> argparse.ArgumentParser:
         help="a control unit; repeat for more. :canny finds the edges of a photo on the "
         "server; :invert turns black-on-white line art into a line map",
     )
-    gen.add_argument("--steps", type=_steps, help="denoising steps (default: the server's)")
+    gen.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        type=parse_lora,
+        metavar="NAME[@WEIGHT]",
+        help="a LoRA from `tether models` (weight 1 by default); repeat for more. The "
+        "prompt's <lora:NAME:WEIGHT> tags work too",
+    )
+    gen.add_argument("--steps", type=_at_least(1), help="denoising steps (default: the server's)")
     gen.add_argument(
         "--seed",
         type=_seed,
@@ -182,6 +215,31 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--mask-blur", type=float, help="mask edge blur in pixels (default: the server's)"
     )
+    gen.add_argument(
+        "--tiling",
+        choices=list(protocol.TILINGS),
+        help="seamless tiling: the image wraps around left-right (x), top-bottom (y) or both",
+    )
+    gen.add_argument(
+        "--upscale",
+        type=_factor,
+        metavar="FACTOR",
+        help="a large image: a first pass at --width x --height, upscaled by FACTOR and "
+        "refined in tiles (img2img at --strength, default: the server's)",
+    )
+    gen.add_argument(
+        "--tile-size",
+        type=_at_least(1),
+        metavar="PX",
+        help="side of the tiles of a large image (--upscale, or an --init over the server's "
+        "pixel limit); default: the model's size",
+    )
+    gen.add_argument(
+        "--tile-overlap",
+        type=_at_least(0),
+        metavar="PX",
+        help="pixels neighbouring tiles overlap and cross-fade (default: a quarter of a tile)",
+    )
     gen.add_argument("--previews", type=Path, metavar="DIR", help="save preview frames here")
     gen.add_argument(
         "--preview",
@@ -191,7 +249,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     connection.add_arguments(gen)
 
-    connection.add_arguments(command("models", "list models, control models and schedulers"))
+    connection.add_arguments(
+        command("models", "list models, control models, LoRAs, embeddings and schedulers")
+    )
     connection.add_arguments(command("info", "show the server's version, device and limits"))
     bridge.add_arguments(
         command("bridge", "WebSocket bridge for hosts without gRPC (Godot); needs tether[bridge]")
@@ -254,7 +314,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--max-queue", type=int, default=32, help="waiting jobs before refusing")
     serve.add_argument("--max-batch", type=int, default=4, help="jobs per denoising loop")
-    serve.add_argument("--max-pixels", type=int, default=1024 * 1024, help="largest width x height")
+    serve.add_argument(
+        "--max-pixels", type=int, default=1024 * 1024, help="largest width x height of one pass"
+    )
+    serve.add_argument(
+        "--max-canvas-pixels",
+        type=int,
+        default=4096 * 4096,
+        help="largest width x height of an output made in tiles (upscale, large init image)",
+    )
     serve.add_argument("--max-steps", type=int, default=150, help="largest steps")
     serve.add_argument(
         "--metrics-port",
@@ -291,6 +359,7 @@ def _generate(args: argparse.Namespace) -> int:
             negative_prompt=args.negative,
             model=args.model,
             controls=args.control,
+            loras=args.lora,
             seed=args.seed,
             steps=args.steps,
             guidance_scale=args.guidance,
@@ -301,6 +370,10 @@ def _generate(args: argparse.Namespace) -> int:
             strength=args.strength,
             mask=mask,
             mask_blur=args.mask_blur,
+            tiling=args.tiling,
+            upscale=args.upscale,
+            tile_size=args.tile_size,
+            tile_overlap=args.tile_overlap,
             preview=args.preview if args.previews else None,
             output_format=output_format,
         )
@@ -405,6 +478,10 @@ def _models(args: argparse.Namespace) -> int:
         )
     for control in listing.controls:
         print(f"control  {control.name} ({control.kind})")
+    for lora in listing.loras:
+        print(f"lora     {lora.name}")
+    for embedding in listing.embeddings:
+        print(f"embedding {embedding.name}")
     print(f"schedulers: {', '.join(listing.schedulers)}")
     return 0
 
@@ -415,8 +492,9 @@ def _info(args: argparse.Namespace) -> int:
     limits = info.limits
     print(f"tether {info.version} on {info.device} ({info.dtype})")
     print(
-        f"limits: {limits.max_pixels} pixels, {limits.max_steps} steps, "
-        f"{limits.max_controls} units, queue {limits.max_queue}, batch {limits.max_batch}"
+        f"limits: {limits.max_pixels} pixels in one pass, {limits.max_canvas_pixels} in tiles, "
+        f"{limits.max_steps} steps, {limits.max_controls} units, queue {limits.max_queue}, "
+        f"batch {limits.max_batch}"
     )
     return 0
 

@@ -135,9 +135,11 @@ class Client:
         """Start a generation and return its events (Queued, Progress..., Result).
 
         `options` are the keyword arguments of `tether.protocol.generate_request`:
-        negative_prompt, controls, seed, steps, guidance_scale, width, height, scheduler,
-        init_image, strength, mask (white = repaint, with init_image), mask_blur, model,
-        preview ("fast" or "full"), preview_every,
+        negative_prompt, controls, loras ([tether.Lora(name, weight)]), seed, steps,
+        guidance_scale, width, height, scheduler, init_image, strength, mask (white =
+        repaint, with init_image), mask_blur, tiling ("x", "y" or "xy": seamless), upscale
+        (a factor: a large canvas made in tiles), tile_size, tile_overlap, model, preview
+        ("fast" or "full"), preview_every,
         output_format ("raw", "png", "jpeg", "webp").
         """
         request = protocol.generate_request(prompt, **options)

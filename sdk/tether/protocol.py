@@ -27,6 +27,7 @@ from .types import (
     Control,
     ControlModel,
     Depth,
+    Embedding,
     Event,
     Invert,
     Limits,
@@ -35,6 +36,8 @@ from .types import (
     LiveEvent,
     LiveFrame,
     LiveResult,
+    Lora,
+    LoraModel,
     ModelList,
     Normal,
     Preprocessor,
@@ -72,6 +75,8 @@ DEPTH_BUFFERS = {
     "hardware_reversed": tether_pb2.DEPTH_BUFFER_HARDWARE_REVERSED,
     "positions": tether_pb2.DEPTH_BUFFER_POSITIONS,
 }
+# Seamless tiling: which edges wrap. None (unset) is no tiling.
+TILINGS = {"x": tether_pb2.TILING_X, "y": tether_pb2.TILING_Y, "xy": tether_pb2.TILING_XY}
 NORMAL_SPACES = {"view": tether_pb2.NORMAL_SPACE_VIEW, "world": tether_pb2.NORMAL_SPACE_WORLD}
 
 T = TypeVar("T")
@@ -92,6 +97,7 @@ def generate_request(
     *,
     negative_prompt: str = "",
     controls: Sequence[Control] = (),
+    loras: Sequence[Lora] = (),
     seed: int | None = None,
     steps: int | None = None,
     guidance_scale: float | None = None,
@@ -102,6 +108,10 @@ def generate_request(
     strength: float | None = None,
     mask: ImageInput | None = None,
     mask_blur: float | None = None,
+    tiling: str | None = None,
+    upscale: float | None = None,
+    tile_size: int | None = None,
+    tile_overlap: int | None = None,
     model: str | None = None,
     preview: str | None = None,
     preview_every: int = 1,
@@ -109,7 +119,7 @@ def generate_request(
 ) -> tether_pb2.GenerateRequest:
     """Keyword arguments of `Client.generate` -> GenerateRequest. None leaves the server's
     default (width and height 0 too: the model's size); the server validates ranges and
-    names the field it refuses."""
+    names the field it refuses. `tiling` is "x", "y" or "xy" (seamless), None for none."""
     request = tether_pb2.GenerateRequest()
     _fill(
         request,
@@ -125,6 +135,10 @@ def generate_request(
             "scheduler": scheduler or "",
             "strength": strength,
             "mask_blur": mask_blur,
+            "tiling": _tiling(tiling),
+            "upscale": upscale,
+            "tile_size": tile_size,
+            "tile_overlap": tile_overlap,
             "output_format": _enum(OUTPUT_FORMATS, output_format, "output_format"),
         },
     )
@@ -139,6 +153,7 @@ def generate_request(
     )
     for i, unit in enumerate(controls):
         _write_control(request.controls.add(), unit, f"controls[{i}]")
+    _write_loras(request, loras)
     if init_image is not None:
         images.write(request.init_image, init_image, "init_image")
     if mask is not None:
@@ -175,10 +190,12 @@ def live_config_request(config: LiveConfig) -> tether_pb2.LiveRequest:
             "scheduler": config.scheduler or "",
             "output_format": _enum(OUTPUT_FORMATS, config.output_format, "output_format"),
             "reuse_threshold": config.reuse_threshold,
+            "tiling": _tiling(config.tiling),
         },
     )
     for i, unit in enumerate(config.controls):
         _write_control(message.controls.add(), unit, f"controls[{i}]")
+    _write_loras(message, config.loras)
     return request
 
 
@@ -212,6 +229,17 @@ def _write_control(unit: tether_pb2.ControlUnit, control: Control, field: str) -
         message = getattr(unit, name)  # the oneof's field, set even when its values are all 0
         message.SetInParent()
         _fill(message, values, f"{field}.{name}.")
+
+
+def _write_loras(
+    message: tether_pb2.GenerateRequest | tether_pb2.LiveConfig, loras: Sequence[Lora]
+) -> None:
+    for i, lora in enumerate(loras):
+        if not isinstance(lora, Lora):
+            raise TypeError(
+                f"loras[{i}]: expected tether.Lora(name, weight), got {type(lora).__name__}"
+            )
+        _fill(message.loras.add(), {"name": lora.name, "weight": lora.weight}, f"loras[{i}].")
 
 
 def _preprocessor(settings: Preprocessor, field: str) -> tuple[str, dict[str, Any]]:
@@ -262,6 +290,16 @@ def _enum(table: dict[str, int], name: str, field: str) -> int:
     if name not in table:
         raise ValueError(f"{field}: must be one of {', '.join(table)} (got {name!r})")
     return table[name]
+
+
+def _tiling(tiling: str | None) -> int | None:
+    if tiling is None:
+        return None
+    if tiling not in TILINGS:
+        raise ValueError(
+            f"tiling: must be one of {', '.join(TILINGS)}, or None for none (got {tiling!r})"
+        )
+    return TILINGS[tiling]
 
 
 def _matrix(matrix: Any, field: str) -> list[float]:
@@ -323,6 +361,8 @@ def models_from_proto(response: tether_pb2.ListModelsResponse) -> ModelList:
         controls=[_copy(ControlModel, control) for control in response.controls],
         schedulers=list(response.schedulers),
         limits=_copy(Limits, response.limits),
+        loras=[_copy(LoraModel, lora) for lora in response.loras],
+        embeddings=[_copy(Embedding, embedding) for embedding in response.embeddings],
     )
 
 

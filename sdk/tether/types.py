@@ -151,6 +151,15 @@ class Control:
         return cls(model, _float_buffer(normals), preprocessor=settings, **unit)
 
 
+@dataclass(frozen=True)
+class Lora:
+    """A LoRA to apply, by a name from `Client.models().loras`. `weight` in [-10, 10]
+    (negative: the other way). A prompt's `<lora:NAME:WEIGHT>` tags add to these."""
+
+    name: str
+    weight: float = 1.0
+
+
 def _float_buffer(buffer: Any) -> np.ndarray:
     """Buffers travel as floats: an integer buffer would be read as 8-bit colour."""
     array = np.asarray(buffer)
@@ -251,6 +260,7 @@ class Limits:
     max_queue: int
     max_batch: int
     max_message_bytes: int
+    max_canvas_pixels: int  # an output made in tiles; each tile is at most max_pixels
 
 
 @dataclass(frozen=True)
@@ -268,6 +278,21 @@ class ControlModel:
 
 
 @dataclass(frozen=True)
+class LoraModel:
+    """A LoRA the server can apply: `Lora(name, weight)` or `<lora:NAME:WEIGHT>` in a prompt."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """A textual-inversion embedding: its name, written in a prompt as a word, stands for
+    its vectors."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class ModelList:
     """What `Client.models()` returns. The first model and scheduler are the defaults."""
 
@@ -275,6 +300,8 @@ class ModelList:
     controls: list[ControlModel]
     schedulers: list[str]
     limits: Limits
+    loras: list[LoraModel]
+    embeddings: list[Embedding]
 
 
 @dataclass(frozen=True)
@@ -292,7 +319,9 @@ class LiveConfig:
     frame brings one image per unit, in order. steps 1 to 4; steps x strength must leave at
     least one step; guidance_scale <= 1 runs without classifier-free guidance (fast);
     width/height 0 take the frame's size; reuse_threshold > 0 lets a frame that differs from
-    the last processed one by less (mean absolute difference, 0..1) reuse its output."""
+    the last processed one by less (mean absolute difference, 0..1) reuse its output;
+    `loras` as for `Client.generate`; tiling "x", "y" or "xy" makes every result tile
+    seamlessly (None: no tiling)."""
 
     prompt: str
     negative_prompt: str = ""
@@ -307,6 +336,8 @@ class LiveConfig:
     output_format: str = "raw"
     reuse_threshold: float = 0.0
     model: str | None = None
+    loras: Sequence[Lora] = ()
+    tiling: str | None = None
 
 
 @dataclass

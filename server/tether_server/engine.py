@@ -2,8 +2,9 @@
 
 The engine owns its denoising loop over diffusers' components instead of calling the
 Pipeline classes, so that it can
-- run a batch of compatible jobs (same size, steps, scheduler and control-model slots)
-  through one loop, each job with its own prompt, seed, control images and weights;
+- run a batch of compatible jobs (same size, steps, scheduler, control-model slots, LoRA
+  set and prompt length) through one loop, each job with its own prompt, seed, control
+  images and weights;
 - skip a unit outside its start/end window (diffusers runs it with weight 0);
 - encode each control image once per job instead of once per step;
 - preview any step and stop between steps when a job is cancelled.
@@ -16,27 +17,28 @@ reaches the image is the one diffusers performs, in the same order and batch lay
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from diffusers.utils.torch_utils import randn_tensor
 
-from . import controlnet, schedulers
-from .catalog import ControlEntry
+from . import controlnet, initial, schedulers, seamless
+from .catalog import Catalog, ControlEntry
+from .conditioning import PromptEncoder
 from .errors import invalid, shown
+from .lora import Loras, LoraWeight
+from .lora import check as check_loras
 from .models import ModelSet
 from .registry import ModelRegistry
 
 CONTROL_MODES = ("balanced", "prompt", "control")
 PREVIEW_MODES = ("none", "fast", "full")
 MAX_CONTROLS = 8  # units per job
-MAX_PROMPT_CHARS = 4096  # CLIP reads 77 tokens; the prompt cache keeps whole prompts
 
 # SD 1.5 latent channels -> RGB (rows: latent channels; columns: R, G, B). ComfyUI's
 # coefficients; applied to the predicted clean latent they give a 1/8-size preview for free.
@@ -71,9 +73,10 @@ class Job:
     """One generation: GenerateRequest's fields once the request layer (`jobs`) has applied
     its defaults. The engine keeps no request defaults of its own."""
 
-    prompt: str
+    prompt: str  # A1111 syntax: emphasis, BREAK, embeddings by name (see `conditioning`)
     negative_prompt: str = ""
     model: str = ""  # a base model name from the registry; "": its default
+    loras: list[LoraWeight] = field(default_factory=list)
     seed: int = 0
     steps: int
     guidance_scale: float
@@ -85,6 +88,7 @@ class Job:
     strength: float = 1.0  # with init_image: how much of it is repainted
     # Inpainting, with init_image: (height, width) float32, 1 = repaint, 0 = keep.
     mask: np.ndarray | None = None
+    tiling: str = "none"  # seamless tiling: "none", "x", "y" or "xy" (see `seamless`)
     preview: str = "none"
     preview_every: int = 1
     # Called after every step with (step, total, preview or None); preview is
@@ -108,15 +112,6 @@ class Output:
 
 
 @dataclass
-class _Inpaint:
-    """What the loop blends back outside the mask at every step."""
-
-    mask: torch.Tensor  # (batch, 1, h, w) latent-size mask, 1 = repaint
-    image_latents: torch.Tensor  # the init images, encoded
-    noise: torch.Tensor  # the noise the init latents were (or would be) noised with
-
-
-@dataclass
 class _Unit:
     """One control slot of a batch: the rows it conditions and everything fixed per run."""
 
@@ -129,47 +124,54 @@ class _Unit:
 
 
 class Engine:
-    """Runs jobs on a registry's models (or one model set). Not thread-safe: one thread runs."""
+    """Runs jobs on a registry's models (or one model set), with the catalog's LoRAs and
+    embeddings. Not thread-safe: one thread calls `run`; `check` and `batch_key` may run on
+    any thread."""
 
     def __init__(
         self,
         models: ModelSet | ModelRegistry,
         *,
+        catalog: Catalog | None = None,
         max_pixels: int = 1024 * 1024,
+        max_canvas_pixels: int = 4096 * 4096,  # an output made in tiles (`tiles`)
         max_steps: int = 150,
         max_controls: int = MAX_CONTROLS,
         prompt_cache_size: int = 256,
     ) -> None:
-        registry = self.registry = ModelRegistry.of(models)
+        registry = self.registry = ModelRegistry.of(models, catalog)
         self.models = registry.last_used()  # the running batch's, set by `run`
         self.max_pixels = max_pixels
+        self.max_canvas_pixels = max_canvas_pixels
         self.max_steps = max_steps
         self.max_controls = max_controls
-        self._prompt_cache: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
-        self._prompt_cache_size = prompt_cache_size
         self._latent_rgb = torch.tensor(LATENT_RGB, device=registry.device, dtype=registry.dtype)
+        self._prompt_cache_size = prompt_cache_size
+        # Per base model: prompt encoders (made from its tokenizer, on any thread, kept) and
+        # LoRAs (layers in a loaded model's modules: dropped when the model is unloaded).
+        self._prompt_encoders: dict[str, PromptEncoder] = {}
+        self._prompt_encoders_lock = threading.Lock()
+        self._loras: dict[str, Loras] = {}
 
     # -- validation ----------------------------------------------------------------------
 
-    def check(self, job: Job, *, max_steps: int | None = None) -> None:
+    def check(self, job: Job, *, max_steps: int | None = None, canvas: bool = False) -> None:
         """Raise InvalidArgument or NotFound, naming the field, if the job cannot run.
 
         The one range check of a job. It is cheap and reads no pixel, so the request layer
         (`jobs`) runs it before it decodes any image, with the images still None (an image
         that is None is not checked), and again once they are made. `max_steps` lowers the
-        server's limit (live sessions run 1 to 4 steps).
+        server's limit (live sessions run 1 to 4 steps). A `canvas` is made in tiles by img2img
+        (`tiles`): up to max_canvas_pixels, its tiles up to max_pixels.
         """
-        self.check_size(job.width, job.height)
+        self.check_size(job.width, job.height, canvas)
         max_steps = self.max_steps if max_steps is None else max_steps
         if not 1 <= job.steps <= max_steps:
             raise invalid("steps", f"must be 1 to {max_steps} (got {job.steps})")
-        for name, text in (("prompt", job.prompt), ("negative_prompt", job.negative_prompt)):
-            if len(text) > MAX_PROMPT_CHARS:
-                raise invalid(
-                    name,
-                    f"at most {MAX_PROMPT_CHARS} characters (got {len(text)}); the text "
-                    "encoder reads the first 77 tokens",
-                )
+        prompts = self.prompts(job.model)
+        prompts.check(job.prompt, "prompt")
+        prompts.check(job.negative_prompt, "negative_prompt")
+        check_loras(job.loras, self.registry.catalog.loras)
         if not 0 <= job.guidance_scale <= 30:
             raise invalid("guidance_scale", f"must be 0 to 30 (got {job.guidance_scale:g})")
         if job.scheduler not in schedulers.SCHEDULERS:
@@ -178,16 +180,16 @@ class Engine:
                 f"unknown scheduler {shown(job.scheduler)}; use one of "
                 f"{', '.join(schedulers.SCHEDULERS)}",
             )
+        if job.tiling not in seamless.TILINGS:
+            raise invalid("tiling", f"must be one of {', '.join(seamless.TILINGS)}")
         if job.preview not in PREVIEW_MODES:
             raise invalid("preview", f"must be one of {', '.join(PREVIEW_MODES)}")
         if job.preview_every < 1:
             raise invalid("preview.every", f"must be 1 or more (got {job.preview_every})")
         size = (job.height, job.width, 3)
-        if job.init_image is not None:
-            if job.init_image.shape != size:
-                raise invalid(
-                    "init_image", f"is {_describe(job.init_image)}; must be {_wxh(job)} RGB"
-                )
+        if job.init_image is not None and job.init_image.shape != size:
+            raise invalid("init_image", f"is {_describe(job.init_image)}; must be {_wxh(job)} RGB")
+        if job.init_image is not None or canvas:
             if not 0 < job.strength <= 1:
                 raise invalid("strength", f"must be in (0, 1] (got {job.strength:g})")
             if int(job.steps * job.strength) < 1:
@@ -228,59 +230,104 @@ class Engine:
                     f"is {_describe(unit.image)}; must be the output size {_wxh(job)}, RGB",
                 )
 
-    def check_size(self, width: int, height: int) -> None:
-        """An output size: positive multiples of 8, at most `max_pixels` pixels."""
+    def check_size(self, width: int, height: int, canvas: bool = False) -> None:
+        """An output size: positive multiples of 8, at most `max_pixels` pixels (a canvas:
+        `max_canvas_pixels`)."""
+        max_pixels = self.max_canvas_pixels if canvas else self.max_pixels
         for name, value in (("width", width), ("height", height)):
             if value <= 0 or value % 8:
                 raise invalid(name, f"must be a positive multiple of 8 (got {value})")
-        if width * height > self.max_pixels:
+        if width * height > max_pixels:
             raise invalid(
                 "width",
                 f"{width}x{height} is {width * height} pixels; this server accepts at most "
-                f"{self.max_pixels} (e.g. {_square(self.max_pixels)})",
+                f"{max_pixels} (e.g. {_square(max_pixels)})",
             )
 
     def control_model(self, name: str, where: str) -> ControlEntry:
         """The control model `name` (its kind), or NotFound naming the unit (`where`)."""
         return self.registry.control(name, where)
 
-    @staticmethod
-    def batch_key(job: Job) -> tuple:
+    def prompts(self, model: str) -> PromptEncoder:
+        """The prompt encoder of the base model `model` ("" = the default), made from its
+        tokenizer on first use; the model's weights need not be loaded."""
+        name = self.registry.base(model).name
+        with self._prompt_encoders_lock:
+            encoder = self._prompt_encoders.get(name)
+            if encoder is None:
+                tokenizer, width = self.registry.text_side(name)
+                encoder = self._prompt_encoders[name] = PromptEncoder(
+                    tokenizer, width, self.registry.catalog.embeddings, self._prompt_cache_size
+                )
+        return encoder
+
+    def loras(self, models: ModelSet) -> Loras:
+        """The LoRAs of a loaded model set (engine thread). A model loaded again starts
+        without LoRA layers, and an unloaded model's are let go."""
+        loaded = self.registry.loaded()
+        for name in [name for name in self._loras if name not in loaded]:
+            del self._loras[name]
+        loras = self._loras.get(models.name)
+        if loras is None or loras.models is not models:
+            loras = self._loras[models.name] = Loras(models, self.registry.catalog.loras)
+        return loras
+
+    def batch_key(self, job: Job) -> tuple:
         """Jobs with equal keys can share one denoising loop."""
+        cfg = job.guidance_scale > 1
+        prompts = self.prompts(job.model)
+        chunks = len(prompts.windows(job.prompt, "prompt"))
+        if cfg:  # the prompt and the negative prompt are padded to the longer
+            negative = prompts.windows(job.negative_prompt, "negative_prompt")
+            chunks = max(chunks, len(negative))
         return (
-            job.model,
+            self.registry.base(job.model).name,
             job.width,
             job.height,
             job.steps,
             job.scheduler,
-            job.guidance_scale > 1,
+            cfg,
+            Loras.key(job.loras),
+            chunks,
             tuple(unit.model for unit in job.controls),
             None if job.init_image is None else int(job.steps * job.strength),
             job.mask is not None and job.strength == 1.0,
             job.mask is not None,
+            job.tiling,
         )
 
     # -- the run ---------------------------------------------------------------------------
 
-    @torch.inference_mode()
     def run(self, jobs: list[Job]) -> list[Output | None]:
         """Run compatible jobs (equal `batch_key`, each passed `check`) through one loop.
 
         Returns one Output per job, None for a job cancelled before it finished.
         """
+        with contextlib.ExitStack() as run_scope:
+            return self._run(jobs, run_scope)
+
+    @torch.inference_mode()
+    def _run(self, jobs: list[Job], run_scope: contextlib.ExitStack) -> list[Output | None]:
         first = jobs[0]
         # 0. The jobs' model, loaded if need be; the last one let go so that unloading frees it.
         self.models = None
         models = self.models = self.registry.load(first.model, [u.model for u in first.controls])
         device, dtype = models.device, models.dtype
+        # Seamless tiling: circular padding in the models until the run ends.
+        run_scope.enter_context(seamless.wrapped(models.modules(), first.tiling))
         batch = len(jobs)
         cfg = first.guidance_scale > 1
         started = time.perf_counter()
 
-        # 1. Text: negative prompts first, as diffusers concatenates them.
-        embeds = torch.cat([self._encode(job.prompt) for job in jobs])
-        if cfg:
-            embeds = torch.cat([torch.cat([self._encode(j.negative_prompt) for j in jobs]), embeds])
+        # 1. The batch's LoRAs, then the text: negative prompts first, as diffusers
+        # concatenates them.
+        loras = self.loras(models)
+        loras.activate(first.loras)
+        negatives = [job.negative_prompt for job in jobs] if cfg else None
+        prompts = [job.prompt for job in jobs]
+        embeds = self.prompts(first.model).batch(
+            models.text_encoder, prompts, negatives, loras.text_encoder_key
+        )
 
         # 2. Timesteps; img2img starts part-way, as diffusers' get_timesteps does.
         scheduler = schedulers.create(first.scheduler, models.scheduler_config)
@@ -294,7 +341,7 @@ class Engine:
 
         # 3. Initial latents from per-job CPU generators (docs/conventions.md, "Seeds").
         generators = [torch.Generator("cpu").manual_seed(job.seed) for job in jobs]
-        latents, inpaint = self._initial_latents(jobs, generators, scheduler, timesteps)
+        latents, inpaint = initial.latents(models, jobs, generators, scheduler, timesteps)
 
         # 4. Control units: the conditioning embedding of each image is computed once here.
         units = [self._prepare_unit(jobs, slot, cfg) for slot in range(len(first.controls))]
@@ -386,66 +433,6 @@ class Engine:
 
     # -- pieces of the run -------------------------------------------------------------------
 
-    def _encode(self, prompt: str) -> torch.Tensor:
-        """Prompt -> CLIP hidden states (1, 77, dim), as diffusers' encode_prompt, cached."""
-        key = (self.models.name, prompt)
-        cached = self._prompt_cache.get(key)
-        if cached is not None:
-            self._prompt_cache.move_to_end(key)
-            return cached
-        tokenizer, encoder = self.models.tokenizer, self.models.text_encoder
-        ids = tokenizer(
-            [prompt],
-            padding="max_length",
-            max_length=tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids
-        embeds = encoder(ids.to(encoder.device), attention_mask=None)[0]
-        embeds = embeds.to(dtype=encoder.dtype)
-        self._prompt_cache[key] = embeds
-        if len(self._prompt_cache) > self._prompt_cache_size:
-            self._prompt_cache.popitem(last=False)
-        return embeds
-
-    def _initial_latents(self, jobs, generators, scheduler, timesteps):
-        """(latents, _Inpaint or None): pure noise, the noised init image, or for
-        inpainting with strength 1 pure noise plus what the loop blends back."""
-        models = self.models
-        device, dtype = models.device, models.dtype
-        scale = models.vae.config.scaling_factor
-        first = jobs[0]
-        shape = (
-            len(jobs),
-            models.unet.config.in_channels,
-            first.height // models.vae_scale_factor,
-            first.width // models.vae_scale_factor,
-        )
-        if first.init_image is None:
-            noise = randn_tensor(shape, generator=generators, device=device, dtype=dtype)
-            return noise * scheduler.init_noise_sigma, None
-        # Encode one image at a time with its own generator, as diffusers does for a list of
-        # generators: the posterior sample draws from the job's generator before the noise.
-        init = []
-        for job, generator in zip(jobs, generators):
-            pixels = _to_tensor(job.init_image, device, dtype) * 2 - 1
-            init.append(models.vae.encode(pixels).latent_dist.sample(generator))
-        init_latents = torch.cat(init) * scale
-        noise = randn_tensor(init_latents.shape, generator=generators, device=device, dtype=dtype)
-        start = timesteps[:1].repeat(len(jobs))
-        if first.mask is None:
-            return scheduler.add_noise(init_latents, noise, start), None
-        # diffusers' inpaint pipeline also encodes the masked image (for 9-channel UNets);
-        # its posterior sample draws from each generator. Draw the same to keep seeds equal.
-        randn_tensor(init_latents.shape, generator=generators, device=device, dtype=dtype)
-        if first.strength == 1.0:
-            latents = noise * scheduler.init_noise_sigma
-        else:
-            latents = scheduler.add_noise(init_latents, noise, start)
-        hard = np.stack([(job.mask >= 0.5).astype(np.float32) for job in jobs])[:, None]
-        mask = torch.nn.functional.interpolate(torch.from_numpy(hard), size=shape[2:])
-        return latents, _Inpaint(mask.to(device=device, dtype=dtype), init_latents, noise)
-
     def _prepare_unit(self, jobs: list[Job], slot: int, cfg: bool) -> _Unit:
         models = self.models
         device, dtype = models.device, models.dtype
@@ -466,7 +453,7 @@ class Engine:
         owners = [j for _, j in entries]
 
         images = torch.cat(
-            [_to_tensor(jobs[j].controls[slot].image, device, dtype) for j in owners]
+            [initial.to_tensor(jobs[j].controls[slot].image, device, dtype) for j in owners]
         )
         if net.config.controlnet_conditioning_channel_order == "bgr":
             images = torch.flip(images, dims=[1])
@@ -573,12 +560,6 @@ def _take(tensor: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
 def _scatter(values: torch.Tensor, rows: torch.Tensor, total: int) -> torch.Tensor:
     zeros = values.new_zeros((total, *values.shape[1:]))
     return zeros.index_add(0, rows, values)
-
-
-def _to_tensor(image: np.ndarray, device, dtype) -> torch.Tensor:
-    """(H, W, 3) float32 in [0, 1] -> (1, 3, H, W), as diffusers' numpy_to_pt."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-    return tensor.permute(2, 0, 1)[None].to(device=device, dtype=dtype)
 
 
 def _sync_time(device: torch.device) -> float:

@@ -68,7 +68,12 @@ def build_engine(args: argparse.Namespace) -> Engine:
             registry.load(registry.default)
         except Internal as error:  # what a client would be told; the worker says why
             raise error.__cause__ from None
-    return Engine(registry, max_pixels=args.max_pixels, max_steps=args.max_steps)
+    return Engine(
+        registry,
+        max_pixels=args.max_pixels,
+        max_canvas_pixels=args.max_canvas_pixels,
+        max_steps=args.max_steps,
+    )
 
 
 def warm_up(engine: Engine) -> None:
@@ -94,6 +99,7 @@ def listing(engine: Engine, args: argparse.Namespace) -> tether_pb2.ListModelsRe
     catalog = engine.registry.catalog
     limits = tether_pb2.Limits(
         max_pixels=args.max_pixels,
+        max_canvas_pixels=args.max_canvas_pixels,
         max_steps=args.max_steps,
         max_controls=MAX_CONTROLS,
         max_queue=args.max_queue,
@@ -115,6 +121,8 @@ def listing(engine: Engine, args: argparse.Namespace) -> tether_pb2.ListModelsRe
         ],
         schedulers=list(schedulers.SCHEDULERS),
         limits=limits,
+        loras=[tether_pb2.LoraModel(name=name) for name in catalog.loras],
+        embeddings=[tether_pb2.Embedding(name=name) for name in catalog.embeddings],
     )
 
 
@@ -354,7 +362,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models-dir", help="ComfyUI or A1111 models folder")
     parser.add_argument("--max-loaded", type=int, default=1, help="base models kept loaded")
     parser.add_argument("--dtype", choices=sorted(DTYPES))
-    for name in ("--max-queue", "--max-batch", "--max-pixels", "--max-steps"):
+    for name in (
+        "--max-queue",
+        "--max-batch",
+        "--max-pixels",
+        "--max-canvas-pixels",
+        "--max-steps",
+    ):
         parser.add_argument(name, type=int, required=True)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -6,7 +6,8 @@ is refused before it makes the server allocate memory for it.
 
 1. Settings: defaults applied, enums converted, and the job checked by the engine
    (`Engine.check`: size and pixels, steps, prompts, unit count, models, weights, windows)
-   while none of its images is made yet.
+   while none of its images is made yet. An output made in tiles (`tiles`: upscale, or an
+   init image over the pixel limit) is checked at its canvas size, with its tile settings.
 2. Image sizes, from the message alone (a raw image's fields, an encoded file's header):
    each image at most MAX_INPUT_PIXELS; an init image or mask exactly the output size; a
    control image refused if fitting it would resample it past MAX_INPUT_PIXELS (covering
@@ -25,6 +26,8 @@ Memory bound. One request makes the server allocate at most
 - kept until the job ends: 12 bytes per output pixel (3 float32) for each unit's map and the
   init image, 4 for a mask: (12 x units + 16) x max_pixels, 117 MB for 8 units at 1024^2;
 - the engine's own run at the output size.
+An output made in tiles counts its canvas's pixels above (up to max_canvas_pixels) and
+adds tiles.CANVAS_BYTES_PER_PIXEL to assemble it; the engine runs at the tile size.
 A request refused in steps 1 and 2 allocates none of it. tests/test_service_limits.py holds
 this against a real server's peak RSS. Waiting jobs keep their maps (up to
 Limits.max_queue of them); requests are converted on asyncio's default thread pool, so a
@@ -33,6 +36,7 @@ few at a time.
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,9 +46,10 @@ import numpy as np
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from tether._proto.tether.v1 import image_pb2, tether_pb2
 
-from . import images, preprocess, resize, schedulers
+from . import images, preprocess, prompts, resize, schedulers, tiles
 from .engine import ControlInput, Engine, Job
-from .errors import invalid
+from .errors import invalid, shown
+from .lora import LoraWeight
 
 # Images a request brings may be larger than outputs (hosts send their full buffers);
 # past this an image is refused before it is decoded.
@@ -101,6 +106,16 @@ DEPTH_BUFFERS = {
     tether_pb2.DEPTH_BUFFER_HARDWARE_REVERSED: "hardware_reversed",
     tether_pb2.DEPTH_BUFFER_POSITIONS: "positions",
 }
+TILINGS = {
+    tether_pb2.TILING_UNSPECIFIED: "none",
+    tether_pb2.TILING_X: "x",
+    tether_pb2.TILING_Y: "y",
+    tether_pb2.TILING_XY: "xy",
+}
+# Large canvases (`tiles`): an upscale's img2img repaints less than an init image's by
+# default, keeping the first pass's composition; the factor is bounded by the canvas limit.
+UPSCALE_STRENGTH = 0.35
+MAX_UPSCALE = 8.0
 WORLD_SPACE = {
     tether_pb2.NORMAL_SPACE_UNSPECIFIED: False,
     tether_pb2.NORMAL_SPACE_VIEW: False,
@@ -119,10 +134,12 @@ class _MapOrder:
 
 def generate_job(
     request: tether_pb2.GenerateRequest, engine: Engine, check_room: Callable[[], None]
-) -> Job:
-    """GenerateRequest -> a checked engine Job with its images made (steps 1-4 above).
-    `check_room` raises if the queue is full: called once the request is known to be
-    valid (a retry could succeed) and before anything is decoded (no work is wasted)."""
+) -> Job | tiles.Canvas:
+    """GenerateRequest -> a checked engine Job with its images made (steps 1-4 above), or
+    a Canvas of such a Job when the output is made in tiles (upscale, or an init image
+    over the pixel limit). `check_room` raises if the queue is full: called once the
+    request is known to be valid (a retry could succeed) and before anything is decoded
+    (no work is wasted)."""
     base = engine.registry.base(request.model)
     # 1. Settings.
     job = _settings(
@@ -137,15 +154,18 @@ def generate_job(
         PREVIEW_MODES, tether_pb2.PreviewMode, request.preview.mode, "preview.mode"
     )
     job.preview_every = max(request.preview.every, 1)
-    if request.HasField("strength") and not request.HasField("init_image"):
-        raise invalid("strength", "only applies with init_image (img2img)")
+    if request.HasField("strength") and not (
+        request.HasField("init_image") or request.HasField("upscale")
+    ):
+        raise invalid("strength", "only applies with init_image (img2img) or upscale")
     blur = request.mask_blur if request.HasField("mask_blur") else MASK_BLUR
     if not 0 <= blur <= MAX_MASK_BLUR:
         raise invalid("mask_blur", f"must be 0 to {MAX_MASK_BLUR:g} pixels (got {blur:g})")
     _add_controls(job, request.controls)
     orders = _map_orders(request.controls, "controls")
     unit_images = [unit.image for unit in request.controls]
-    engine.check(job)
+    canvas = _canvas(request, job, engine)
+    engine.check(job, canvas=canvas is not None)
     size = (job.width, job.height)
     check_format(request.output_format, "output_format", size)
     check_format(request.preview.format, "preview.format", size)
@@ -162,10 +182,10 @@ def generate_job(
         job.init_image = images.to_rgb(pixels, "init_image")
     if request.HasField("mask"):
         job.mask = _mask(request.mask, blur)
-    engine.check(job)
+    engine.check(job, canvas=canvas is not None)
     # 4. The control maps.
     _make_maps(job, unit_images, orders, engine)
-    return job
+    return job if canvas is None else canvas
 
 
 def check_live_config(config: tether_pb2.LiveConfig, engine: Engine) -> None:
@@ -249,20 +269,36 @@ def _settings(
     width: int,
     height: int,
 ) -> Job:
-    """The fields Generate and Live share, their defaults applied."""
+    """The fields Generate and Live share, their defaults applied; the prompt's LoRA tags
+    taken out and added to the request's LoRAs."""
 
     def given(name: str, default: float) -> float:
         return getattr(message, name) if message.HasField(name) else default
 
+    prompt, tags = prompts.take_loras(message.prompt, "prompt")
+    negative_prompt, misplaced = prompts.take_loras(message.negative_prompt, "negative_prompt")
+    if misplaced:
+        raise invalid(
+            "negative_prompt",
+            f"{shown(misplaced[0].text)}: a LoRA changes the model for the prompt and the "
+            "negative prompt alike; put it in the prompt or in loras",
+        )
+    loras = [
+        LoraWeight(lora.name, lora.weight if lora.HasField("weight") else 1.0)
+        for lora in message.loras
+    ]
+    loras += [LoraWeight(tag.name, tag.weight, tag.text) for tag in tags]
     return Job(
-        prompt=message.prompt,
-        negative_prompt=message.negative_prompt,
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        loras=loras,
         steps=given("steps", defaults.steps),
         guidance_scale=given("guidance_scale", defaults.guidance_scale),
         width=width,
         height=height,
         scheduler=message.scheduler or defaults.scheduler,
         strength=given("strength", defaults.strength),
+        tiling=_converted(TILINGS, tether_pb2.Tiling, message.tiling, "tiling"),
     )
 
 
@@ -274,6 +310,69 @@ def _live_settings(
     job.seed = config.seed
     _add_controls(job, config.controls)
     return job
+
+
+def _canvas(request: tether_pb2.GenerateRequest, job: Job, engine: Engine) -> tiles.Canvas | None:
+    """The request's canvas, or None for one pass: with an upscale, `job` becomes the
+    canvas (the first pass keeps the requested size). Part of step 1: reads no image."""
+    pixels = job.width * job.height
+    if not request.HasField("upscale"):
+        if pixels <= engine.max_pixels:
+            return None
+        if not request.HasField("init_image"):
+            if pixels > engine.max_canvas_pixels:
+                return None  # Engine.check refuses it with the one-pass limit
+            raise invalid(
+                "width",
+                f"{job.width}x{job.height} is {pixels} pixels; this server makes at most "
+                f"{engine.max_pixels} in one pass; larger images are refined in tiles: send an "
+                "init_image of this size, or use upscale",
+            )
+        return tiles.Canvas(job, *_tile_settings(request, engine))
+    factor = request.upscale
+    if not 1 < factor <= MAX_UPSCALE:
+        raise invalid("upscale", f"must be over 1 and at most {MAX_UPSCALE:g} (got {factor:g})")
+    for field in ("init_image", "mask"):
+        if request.HasField(field):
+            raise invalid(
+                "upscale",
+                f"makes its own first pass from the prompt, not with {field}; to refine an "
+                "image of your own in tiles, send it as init_image at the large size",
+            )
+    engine.check_size(job.width, job.height)
+    first_pass = (job.width, job.height)
+    width, height = (max(8, round(side * factor / 8) * 8) for side in first_pass)
+    if width * height > engine.max_canvas_pixels:
+        raise invalid(
+            "upscale",
+            f"{job.width}x{job.height} x {factor:g} is {width}x{height}, {width * height} "
+            f"pixels; this server makes canvases of at most {engine.max_canvas_pixels}",
+        )
+    job.width, job.height = width, height
+    if not request.HasField("strength"):
+        job.strength = UPSCALE_STRENGTH
+    return tiles.Canvas(job, *_tile_settings(request, engine), first_pass=first_pass)
+
+
+def _tile_settings(request: tether_pb2.GenerateRequest, engine: Engine) -> tuple[int, int]:
+    """(tile_size, tile_overlap), defaults applied: the model's native size, or the largest
+    square of the pixel limit, and a quarter of it."""
+    largest = math.isqrt(engine.max_pixels) // 8 * 8
+    tile = request.tile_size or min(engine.registry.base(request.model).default_size, largest)
+    if tile % 8 or not tiles.MIN_TILE <= tile <= largest:
+        raise invalid(
+            "tile_size",
+            f"must be a multiple of 8 from {tiles.MIN_TILE} to {largest} (a tile is one pass, "
+            f"at most {engine.max_pixels} pixels) (got {tile})",
+        )
+    overlap = request.tile_overlap if request.HasField("tile_overlap") else tile // 4 // 8 * 8
+    if overlap % 8 or overlap > tile // 2:
+        raise invalid(
+            "tile_overlap",
+            f"must be a multiple of 8 from 0 to {tile // 2 // 8 * 8}, half the tile size "
+            f"{tile} (got {overlap})",
+        )
+    return tile, overlap
 
 
 def _add_controls(job: Job, units: Sequence[tether_pb2.ControlUnit]) -> None:

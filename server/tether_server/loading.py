@@ -23,7 +23,7 @@ from diffusers.loaders.single_file_utils import (
     load_single_file_checkpoint,
 )
 from diffusers.utils import logging as diffusers_logging
-from transformers import CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from transformers.utils import logging as transformers_logging
 
 from .catalog import BaseEntry, ControlEntry
@@ -71,6 +71,19 @@ def load_control(entry: ControlEntry, device: str | torch.device, dtype: torch.d
         net = _pretrained(ControlNetModel, _where(entry), None, dtype)
     net.eval().requires_grad_(False)
     return ControlNet(entry.name, entry.kind, net.to(device=device))
+
+
+def load_text_side(entry: BaseEntry) -> tuple[CLIPTokenizer, int]:
+    """The tokenizer of the base model `entry` and its text encoder's width, from its
+    configs alone (no weights): what checking a prompt needs before the model loads."""
+    single_file = entry.path is not None and entry.path.is_file()
+    where = str(entry.config) if single_file else _where(entry)
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(where, subfolder="tokenizer")
+        width = CLIPTextConfig.from_pretrained(where, subfolder="text_encoder").hidden_size
+    except _LOAD_ERRORS as error:
+        raise ModelConfigError(f"{where}: cannot load its tokenizer: {_line(error)}") from error
+    return tokenizer, width
 
 
 def _single_file_parts(entry: BaseEntry, vae: AutoencoderKL | None, dtype: torch.dtype) -> dict:

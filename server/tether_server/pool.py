@@ -72,6 +72,7 @@ class Settings:
     max_queue: int
     max_batch: int
     max_pixels: int
+    max_canvas_pixels: int
     max_steps: int
 
 
@@ -289,6 +290,7 @@ class WorkerPool:
             f"--max-queue={settings.max_queue}",
             f"--max-batch={settings.max_batch}",
             f"--max-pixels={settings.max_pixels}",
+            f"--max-canvas-pixels={settings.max_canvas_pixels}",
             f"--max-steps={settings.max_steps}",
             f"--max-loaded={settings.max_loaded}",
         ]

@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
 
 import torch
+from transformers import CLIPTokenizer
 
 from .catalog import BaseEntry, Catalog, ControlEntry
 from .errors import Internal, ModelConfigError, NotFound, shown
-from .loading import load_base, load_control
+from .loading import load_base, load_control, load_text_side
 from .models import ControlNet, ModelSet
 
 log = logging.getLogger("tether.models")
@@ -47,13 +49,16 @@ class ModelRegistry:
         self.max_loaded = max_loaded
         self._loaded: OrderedDict[str, ModelSet] = OrderedDict()  # least recently used first
         self._controls: dict[str, ControlNet] = {}  # loaded ControlNets, shared by every model
+        self._text_sides: dict[str, tuple[CLIPTokenizer, int]] = {}
+        self._text_sides_lock = threading.Lock()
 
     @classmethod
-    def of(cls, models: ModelSet | ModelRegistry) -> ModelRegistry:
+    def of(cls, models: ModelSet | ModelRegistry, files: Catalog | None = None) -> ModelRegistry:
         """`models` if it is a registry, else a registry of that one model set, loaded (the
-        embedded tiny model, tests)."""
+        embedded tiny model, tests), offering the LoRAs and embeddings of `files`."""
         if isinstance(models, ModelRegistry):
             return models
+        files = files or Catalog()
         catalog = Catalog(
             models={
                 models.name: BaseEntry(
@@ -64,10 +69,16 @@ class ModelRegistry:
                 name: ControlEntry(name, control.kind, None, None, None)
                 for name, control in models.controls.items()
             },
+            loras=files.loras,
+            embeddings=files.embeddings,
         )
         registry = cls(catalog, device=models.device, dtype=models.dtype)
         registry._loaded[models.name] = models
         registry._controls = models.controls
+        registry._text_sides[models.name] = (
+            models.tokenizer,
+            models.text_encoder.config.hidden_size,
+        )
         return registry
 
     @property
@@ -100,6 +111,18 @@ class ModelRegistry:
                 f"{', '.join(self.catalog.controls) or 'none'}"
             )
         return entry
+
+    def text_side(self, name: str) -> tuple[CLIPTokenizer, int]:
+        """The base model `name`'s tokenizer and text encoder width, read from its files
+        without loading weights: what checking a prompt needs. Any thread."""
+        entry = self.base(name)
+        with self._text_sides_lock:
+            if entry.name not in self._text_sides:
+                try:
+                    self._text_sides[entry.name] = load_text_side(entry)
+                except ModelConfigError as error:
+                    raise Internal(f"a model failed to load: {error}") from error
+            return self._text_sides[entry.name]
 
     def load(self, name: str, controls: Iterable[str] = ()) -> ModelSet:
         """The model set `name` ("" = the default) with the ControlNets `controls` loaded,

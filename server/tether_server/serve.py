@@ -48,7 +48,16 @@ def check_arguments(args: argparse.Namespace) -> str | None:
             f"refusing to listen on {args.host} without --token or --tls-cert/--tls-key: "
             "anyone on the network could use the GPU; pass --insecure to do it anyway"
         )
-    for name in ("max_queue", "max_batch", "max_pixels", "max_steps", "max_loaded", "workers"):
+    numbers = (
+        "max_queue",
+        "max_batch",
+        "max_pixels",
+        "max_canvas_pixels",
+        "max_steps",
+        "max_loaded",
+        "workers",
+    )
+    for name in numbers:
         value = getattr(args, name)
         if value is not None and value < 1:
             return f"--{name.replace('_', '-')} must be at least 1"
@@ -112,6 +121,7 @@ def settings(args: argparse.Namespace) -> Settings:
         max_queue=args.max_queue,
         max_batch=args.max_batch,
         max_pixels=args.max_pixels,
+        max_canvas_pixels=args.max_canvas_pixels,
         max_steps=args.max_steps,
     )
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import request_ids
+from . import request_ids, tiles
 from .engine import Engine, Job, Output
 from .errors import Cancelled, Internal, ResourceExhausted, TetherError
 
@@ -65,7 +65,7 @@ class _Failed:
 class Ticket:
     """A job waiting for or running on the engine, and the way back to its handler."""
 
-    job: Job
+    job: Job | tiles.Canvas
     loop: asyncio.AbstractEventLoop
     items: asyncio.Queue = field(default_factory=asyncio.Queue)
     submitted: float = field(default_factory=time.perf_counter)
@@ -119,7 +119,9 @@ class Worker:
                 raise self._queue_full()
 
     async def run(
-        self, job: Job, progress: Callable[[int, int, np.ndarray | None], Any] | None = None
+        self,
+        job: Job | tiles.Canvas,
+        progress: Callable[[int, int, np.ndarray | None], Any] | None = None,
     ) -> AsyncIterator[Queued | Started | Done | Any]:
         """Run `job` (checked by `engine.check`) and yield what happens to it, in order:
         Queued(position) while it waits, Started when a batch takes it, `progress(step,
@@ -181,12 +183,12 @@ class Worker:
 
     def _take_batch(self) -> list[Ticket]:
         first = self._waiting.pop(0)
-        key = self.engine.batch_key(first.job)
+        key = tiles.batch_key(self.engine, first.job)
         batch = [first]
         for ticket in list(self._waiting):
             if len(batch) == self.max_batch:
                 break
-            if self.engine.batch_key(ticket.job) == key:
+            if tiles.batch_key(self.engine, ticket.job) == key:
                 batch.append(ticket)
                 self._waiting.remove(ticket)
         return batch
@@ -202,7 +204,7 @@ class Worker:
             ticket.post(Started())
         outputs: list[Output | None] = []
         try:
-            outputs = self.engine.run([ticket.job for ticket in batch])
+            outputs = tiles.run(self.engine, [ticket.job for ticket in batch], self.max_batch)
         except Exception as error:  # reported to every client of the batch, then serve on
             ids = ", ".join(ticket.request_id for ticket in batch)
             log.exception("batch of %d failed", len(batch), extra={"request_id": ids})

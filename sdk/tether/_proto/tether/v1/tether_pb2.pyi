@@ -42,6 +42,13 @@ class PreviewMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PREVIEW_MODE_NONE: _ClassVar[PreviewMode]
     PREVIEW_MODE_FAST: _ClassVar[PreviewMode]
     PREVIEW_MODE_FULL: _ClassVar[PreviewMode]
+
+class Tiling(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TILING_UNSPECIFIED: _ClassVar[Tiling]
+    TILING_X: _ClassVar[Tiling]
+    TILING_Y: _ClassVar[Tiling]
+    TILING_XY: _ClassVar[Tiling]
 CONTROL_MODE_UNSPECIFIED: ControlMode
 CONTROL_MODE_BALANCED: ControlMode
 CONTROL_MODE_PROMPT: ControlMode
@@ -62,6 +69,10 @@ PREVIEW_MODE_UNSPECIFIED: PreviewMode
 PREVIEW_MODE_NONE: PreviewMode
 PREVIEW_MODE_FAST: PreviewMode
 PREVIEW_MODE_FULL: PreviewMode
+TILING_UNSPECIFIED: Tiling
+TILING_X: Tiling
+TILING_Y: Tiling
+TILING_XY: Tiling
 
 class CannyPreprocessor(_message.Message):
     __slots__ = ("low", "high")
@@ -137,8 +148,16 @@ class PreviewOptions(_message.Message):
     format: _image_pb2.ImageFormat
     def __init__(self, mode: _Optional[_Union[PreviewMode, str]] = ..., every: _Optional[int] = ..., format: _Optional[_Union[_image_pb2.ImageFormat, str]] = ...) -> None: ...
 
+class LoraWeight(_message.Message):
+    __slots__ = ("name", "weight")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    weight: float
+    def __init__(self, name: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
+
 class GenerateRequest(_message.Message):
-    __slots__ = ("model", "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "scheduler", "controls", "init_image", "strength", "preview", "output_format", "mask", "mask_blur")
+    __slots__ = ("model", "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "scheduler", "controls", "init_image", "strength", "preview", "output_format", "mask", "mask_blur", "loras", "tiling", "upscale", "tile_size", "tile_overlap")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -155,6 +174,11 @@ class GenerateRequest(_message.Message):
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     MASK_FIELD_NUMBER: _ClassVar[int]
     MASK_BLUR_FIELD_NUMBER: _ClassVar[int]
+    LORAS_FIELD_NUMBER: _ClassVar[int]
+    TILING_FIELD_NUMBER: _ClassVar[int]
+    UPSCALE_FIELD_NUMBER: _ClassVar[int]
+    TILE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    TILE_OVERLAP_FIELD_NUMBER: _ClassVar[int]
     model: str
     prompt: str
     negative_prompt: str
@@ -171,7 +195,12 @@ class GenerateRequest(_message.Message):
     output_format: _image_pb2.ImageFormat
     mask: _image_pb2.Image
     mask_blur: float
-    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., scheduler: _Optional[str] = ..., controls: _Optional[_Iterable[_Union[ControlUnit, _Mapping]]] = ..., init_image: _Optional[_Union[_image_pb2.Image, _Mapping]] = ..., strength: _Optional[float] = ..., preview: _Optional[_Union[PreviewOptions, _Mapping]] = ..., output_format: _Optional[_Union[_image_pb2.ImageFormat, str]] = ..., mask: _Optional[_Union[_image_pb2.Image, _Mapping]] = ..., mask_blur: _Optional[float] = ...) -> None: ...
+    loras: _containers.RepeatedCompositeFieldContainer[LoraWeight]
+    tiling: Tiling
+    upscale: float
+    tile_size: int
+    tile_overlap: int
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., scheduler: _Optional[str] = ..., controls: _Optional[_Iterable[_Union[ControlUnit, _Mapping]]] = ..., init_image: _Optional[_Union[_image_pb2.Image, _Mapping]] = ..., strength: _Optional[float] = ..., preview: _Optional[_Union[PreviewOptions, _Mapping]] = ..., output_format: _Optional[_Union[_image_pb2.ImageFormat, str]] = ..., mask: _Optional[_Union[_image_pb2.Image, _Mapping]] = ..., mask_blur: _Optional[float] = ..., loras: _Optional[_Iterable[_Union[LoraWeight, _Mapping]]] = ..., tiling: _Optional[_Union[Tiling, str]] = ..., upscale: _Optional[float] = ..., tile_size: _Optional[int] = ..., tile_overlap: _Optional[int] = ...) -> None: ...
 
 class Queued(_message.Message):
     __slots__ = ("position",)
@@ -249,33 +278,51 @@ class ControlModel(_message.Message):
     kind: str
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
 
+class LoraModel(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class Embedding(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
 class Limits(_message.Message):
-    __slots__ = ("max_pixels", "max_steps", "max_controls", "max_queue", "max_batch", "max_message_bytes")
+    __slots__ = ("max_pixels", "max_steps", "max_controls", "max_queue", "max_batch", "max_message_bytes", "max_canvas_pixels")
     MAX_PIXELS_FIELD_NUMBER: _ClassVar[int]
     MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
     MAX_CONTROLS_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUE_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_CANVAS_PIXELS_FIELD_NUMBER: _ClassVar[int]
     max_pixels: int
     max_steps: int
     max_controls: int
     max_queue: int
     max_batch: int
     max_message_bytes: int
-    def __init__(self, max_pixels: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_controls: _Optional[int] = ..., max_queue: _Optional[int] = ..., max_batch: _Optional[int] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
+    max_canvas_pixels: int
+    def __init__(self, max_pixels: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_controls: _Optional[int] = ..., max_queue: _Optional[int] = ..., max_batch: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_canvas_pixels: _Optional[int] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("models", "controls", "schedulers", "limits")
+    __slots__ = ("models", "controls", "schedulers", "limits", "loras", "embeddings")
     MODELS_FIELD_NUMBER: _ClassVar[int]
     CONTROLS_FIELD_NUMBER: _ClassVar[int]
     SCHEDULERS_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
+    LORAS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[BaseModel]
     controls: _containers.RepeatedCompositeFieldContainer[ControlModel]
     schedulers: _containers.RepeatedScalarFieldContainer[str]
     limits: Limits
-    def __init__(self, models: _Optional[_Iterable[_Union[BaseModel, _Mapping]]] = ..., controls: _Optional[_Iterable[_Union[ControlModel, _Mapping]]] = ..., schedulers: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
+    loras: _containers.RepeatedCompositeFieldContainer[LoraModel]
+    embeddings: _containers.RepeatedCompositeFieldContainer[Embedding]
+    def __init__(self, models: _Optional[_Iterable[_Union[BaseModel, _Mapping]]] = ..., controls: _Optional[_Iterable[_Union[ControlModel, _Mapping]]] = ..., schedulers: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., loras: _Optional[_Iterable[_Union[LoraModel, _Mapping]]] = ..., embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ...) -> None: ...
 
 class PreprocessRequest(_message.Message):
     __slots__ = ("control", "width", "height", "format")
@@ -314,7 +361,7 @@ class ServerInfo(_message.Message):
     def __init__(self, version: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., live_sessions: _Optional[int] = ...) -> None: ...
 
 class LiveConfig(_message.Message):
-    __slots__ = ("model", "prompt", "negative_prompt", "seed", "steps", "strength", "guidance_scale", "width", "height", "scheduler", "controls", "output_format", "reuse_threshold")
+    __slots__ = ("model", "prompt", "negative_prompt", "seed", "steps", "strength", "guidance_scale", "width", "height", "scheduler", "controls", "output_format", "reuse_threshold", "loras", "tiling")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -328,6 +375,8 @@ class LiveConfig(_message.Message):
     CONTROLS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     REUSE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    LORAS_FIELD_NUMBER: _ClassVar[int]
+    TILING_FIELD_NUMBER: _ClassVar[int]
     model: str
     prompt: str
     negative_prompt: str
@@ -341,7 +390,9 @@ class LiveConfig(_message.Message):
     controls: _containers.RepeatedCompositeFieldContainer[ControlUnit]
     output_format: _image_pb2.ImageFormat
     reuse_threshold: float
-    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., strength: _Optional[float] = ..., guidance_scale: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., scheduler: _Optional[str] = ..., controls: _Optional[_Iterable[_Union[ControlUnit, _Mapping]]] = ..., output_format: _Optional[_Union[_image_pb2.ImageFormat, str]] = ..., reuse_threshold: _Optional[float] = ...) -> None: ...
+    loras: _containers.RepeatedCompositeFieldContainer[LoraWeight]
+    tiling: Tiling
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., strength: _Optional[float] = ..., guidance_scale: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., scheduler: _Optional[str] = ..., controls: _Optional[_Iterable[_Union[ControlUnit, _Mapping]]] = ..., output_format: _Optional[_Union[_image_pb2.ImageFormat, str]] = ..., reuse_threshold: _Optional[float] = ..., loras: _Optional[_Iterable[_Union[LoraWeight, _Mapping]]] = ..., tiling: _Optional[_Union[Tiling, str]] = ...) -> None: ...
 
 class LiveFrame(_message.Message):
     __slots__ = ("id", "image", "controls")
