@@ -174,8 +174,10 @@ def test_godot_style_numbers_and_every_preprocessor() -> None:
                 {"model": "canny", "preprocessor": {"type": "invert"}},
                 {"model": "depth", "preprocessor": None},
             ],
+            "loras": [{"name": "detail", "weight": 0.5}, {"name": "style"}],
         }
     )
+    assert config.loras == [tether.Lora("detail", 0.5), tether.Lora("style")]
     assert (config.steps, config.seed, config.width, config.scheduler) == (3, 7, 64, None)
     assert isinstance(config.steps, int) and config.strength == tether.LiveConfig("p").strength
     depth, normal, canny, invert, plain = config.controls
@@ -198,6 +200,8 @@ BAD_CONFIGS = [
     ({"prompt": "p", "colour": 1}, "config.colour: unknown field; known: prompt, negative"),
     ({"prompt": "p", "output_format": "gif"}, "config.output_format: must be one of"),
     ({"prompt": "p", "controls": {}}, "config.controls: expected an array"),
+    ({"prompt": "p", "loras": [{"weight": 1}]}, "config.loras[0].name: required"),
+    ({"prompt": "p", "loras": [{"name": "a", "weight": "x"}]}, "config.loras[0].weight: expected"),
     ({"prompt": "p", "controls": [3]}, "config.controls[0]: expected an object, got 3"),
     ({"prompt": "p", "controls": [{"weight": 1}]}, "config.controls[0].model: required"),
     ({"prompt": "p", "controls": [{"model": "d", "image": 1}]}, "controls[0].image: unknown"),

@@ -3,8 +3,8 @@
 The fields, their defaults and their JSON types are read from the SDK's own dataclasses
 (`tether.LiveConfig`, `tether.Control` and the preprocessors), so a field added there is a
 field of the bridge's config message (protos/bridge.md lists them). What JSON cannot say
-directly is spelled out below: the list of units, the preprocessor chosen by its "type",
-and a matrix as 16 numbers.
+directly is spelled out below: the lists of units and LoRAs, the preprocessor chosen by its
+"type", and a matrix as 16 numbers.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import Canny, Control, Depth, Invert, LiveConfig, Normal, protocol
+from .. import Canny, Control, Depth, Invert, LiveConfig, Lora, Normal, protocol
 from .wire import ProtocolError
 
 # "type" of a preprocessor object -> its SDK class.
@@ -31,7 +31,8 @@ Reader = Callable[[Any, str], Any]  # (JSON value, field name for errors) -> fie
 def config_from_json(message: Mapping[str, Any]) -> LiveConfig:
     """A config message (without its "type") -> LiveConfig; a `ProtocolError` names the
     first field that is wrong."""
-    config = LiveConfig(**_fields(LiveConfig, message, "config", {"controls": _controls}))
+    readers = {"controls": _controls, "loras": _loras}
+    config = LiveConfig(**_fields(LiveConfig, message, "config", readers))
     try:
         # The SDK's own checks (output_format, modes, matrices), now.
         protocol.live_config_request(config)
@@ -44,6 +45,12 @@ def _controls(value: Any, where: str) -> list[Control]:
     if not isinstance(value, list):
         raise ProtocolError(f"{where}: expected an array, got {_show(value)}")
     return [_control(unit, f"{where}[{i}]") for i, unit in enumerate(value)]
+
+
+def _loras(value: Any, where: str) -> list[Lora]:
+    if not isinstance(value, list):
+        raise ProtocolError(f"{where}: expected an array, got {_show(value)}")
+    return [Lora(**_fields(Lora, lora, f"{where}[{i}]", {})) for i, lora in enumerate(value)]
 
 
 def _control(value: Any, where: str) -> Control:
