@@ -155,7 +155,9 @@ def test_generate_sends_one_request_and_streams_previews(results: dict[str, Any]
         "width": WIDTH,
         "height": HEIGHT,
         "model": None,
+        "loras": [],
         "preview": "fast",
+        "tiling": None,
     }
     depth, normal, canny = generate["controls"]
     assert (depth["model"], normal["model"], canny["model"]) == ("depth", "normal", "canny")
@@ -199,11 +201,16 @@ def test_panel_and_preferences_draw(results: dict[str, Any]) -> None:
         "low",
         "high",
         "project_onto_selected",
+        "tiling",
+        "material_normal_map",
+        "material_size",
     } <= set(idle["props"])
     assert idle["operators"] == [
         "tether.refresh_models",
+        "tether.add_lora",
         "tether.generate",
         "tether.bake_texture",
+        "tether.tileable_material",
         "tether.project_result",
     ]
     assert f"Size: {WIDTH} x {HEIGHT} (render resolution)" in idle["labels"]

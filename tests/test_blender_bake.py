@@ -144,8 +144,10 @@ def test_panel_offers_the_views_and_texture_options(results: dict[str, Any]) -> 
         assert drawn["problems"] == []
         assert drawn["operators"] == [
             "tether.refresh_models",
+            "tether.add_lora",
             "tether.generate",
             "tether.bake_texture",
+            "tether.tileable_material",
         ]
         assert {"views", "texture_size", "texture_margin", "max_angle"} <= set(drawn["props"])
     assert {"orbit_count", "orbit_elevation"} <= set(panel["orbit"]["props"])

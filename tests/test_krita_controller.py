@@ -18,6 +18,7 @@ sys.path.insert(0, str(ROOT / "tests" / "krita"))
 
 from fake_tether import FakeClient, served_models  # noqa: E402
 from krita_fakes import FakeDocument, FakeSelection, rect_selection, rgba8_canvas  # noqa: E402
+from repaint_rig import Recorder, layer_rgba, run_sync  # noqa: E402
 from tether_krita import pixels  # noqa: E402
 from tether_krita.controller import Outside, RepaintController  # noqa: E402
 from tether_krita.geometry import Rect  # noqa: E402
@@ -32,48 +33,9 @@ def served(server):
     return served_models(server)
 
 
-class Recorder:
-    """The controller's view: remembers what the user would have seen."""
-
-    def __init__(self) -> None:
-        self.statuses: list[str] = []
-        self.progress: list[tuple[int, int]] = []
-        self.ended: list[tuple[str, bool]] = []
-
-    def show_status(self, text: str) -> None:
-        self.statuses.append(text)
-
-    def show_progress(self, step: int, total: int) -> None:
-        self.progress.append((step, total))
-
-    def job_ended(self, message: str, is_error: bool) -> None:
-        self.ended.append((message, is_error))
-
-
-def run_sync(doc, client, settings=None, **kwargs):
-    """Start a repaint whose job runs to the end inside start(), then poll once."""
-    view = Recorder()
-    outside = Outside(
-        client_factory=lambda s: client,
-        start_job=lambda job: job.run(),
-        is_open=lambda d: True,
-        **kwargs,
-    )
-    controller = RepaintController(view, outside)
-    started = controller.start(doc, settings or Settings(prompt="a red door"))
-    controller.poll()
-    return started, view, controller
-
-
 def running(client, view, is_open=lambda d: True) -> RepaintController:
     """A controller whose jobs run on their own thread, as in Krita."""
     return RepaintController(view, Outside(client_factory=lambda s: client, is_open=is_open))
-
-
-def layer_rgba(doc: FakeDocument, name: str) -> np.ndarray:
-    node = next(n for n in doc.root.childNodes() if n.name() == name)
-    fmt = pixels.pixel_format(doc.model, doc.depth, doc.profile)
-    return pixels.decode(bytes(node.data), doc.canvas_width, doc.canvas_height, fmt)
 
 
 def poll_until(controller, condition, timeout: float = 10.0) -> None:
@@ -120,7 +82,8 @@ def test_repaint_adds_one_layer_masked_to_the_selection(served, depth, profile, 
     assert np.allclose(layer_rgba(doc, "Background"), background, atol=1 / 255)
 
 
-def test_large_canvas_without_selection_is_scaled_down_and_pasted_back(served):
+def test_a_canvas_within_one_pass_is_scaled_to_the_models_size_and_back(served):
+    # 700000 pixels: one pass. Over the server's max_pixels: tests/test_krita_canvas.py.
     doc = FakeDocument(1000, 700, rgba8_canvas(1000, 700))
     client = FakeClient(served, color=(0, 255, 0))
     run_sync(doc, client, Settings(prompt="grass"))

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "clients" / "krita"))
 
-from tether_krita.geometry import Rect, context_region, generation_size  # noqa: E402
+from tether_krita.geometry import Rect, canvas_size, context_region, generation_size  # noqa: E402
 
 
 def test_context_region_grows_the_selection_and_stays_on_the_canvas():
@@ -42,3 +42,11 @@ def test_generation_size_respects_the_servers_pixel_limit():
     assert (width, height) == (200, 64)
     with pytest.raises(ValueError, match="limit"):
         generation_size(100, 100, 256, 256, max_pixels=1000)
+
+
+def test_canvas_size_keeps_the_region_and_fits_the_canvas_limit():
+    assert canvas_size(4000, 3000, 4096 * 4096) == (4000, 3000)  # at full resolution
+    assert canvas_size(1350, 1101, 4096 * 4096) == (1352, 1104)  # up to multiples of 8
+    width, height = canvas_size(8000, 6000, 4096 * 4096)  # over the limit: scaled down
+    assert width * height <= 4096 * 4096 and width % 8 == 0 and height % 8 == 0
+    assert (width, height) == (4728, 3544)

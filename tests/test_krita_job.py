@@ -98,7 +98,7 @@ def test_job_fetches_the_edge_map_only_to_show_it(served):
     [(control, size)] = client.preprocessed
     [(_, request)] = client.requests
     assert control is request["controls"][0]  # the very unit Generate gets
-    assert size == {"width": request["width"], "height": request["height"]}
+    assert size == {"width": None, "height": None}  # at the image's size: the request's
     [edges] = [e for e in events if isinstance(e, EdgesReady)]
     assert len(edges.pixels) == 100 * 60 * 4  # at the region's size, in document bytes
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tether
+from tether._proto.tether.v1 import tether_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "clients" / "krita"))
@@ -166,6 +167,22 @@ def test_live_sends_the_canvas_with_a_server_side_canny_unit(served, make_rig):
     assert (
         rig.view.statuses[-1].startswith("Live: painting at") and "seed 9" in rig.view.statuses[-1]
     )
+    rig.stop()
+
+
+def test_live_sends_the_loras_and_tiling_and_a_tiled_session_reads_the_whole_canvas(
+    server, make_rig
+):
+    served = served_models(server, loras=("detail",))
+    settings = Settings(prompt="p", seed=9, loras=(tether.Lora("detail", 0.4),), tiling="xy")
+    rig = make_rig(FakeClient(served), settings)
+    rig.poll_until(lambda: rig.live.shown_frame == 1)
+    [config] = rig.configs()
+    assert [(lora.name, round(lora.weight, 3)) for lora in config.loras] == [("detail", 0.4)]
+    assert config.tiling == tether_pb2.TILING_XY
+    assert config.width / config.height == pytest.approx(SIZE[0] / SIZE[1], rel=0.05)
+    layer = rig.layer()  # the whole canvas was sent; the selection still masks the result
+    assert np.all(layer[~inside(), 3] == 0) and np.allclose(layer[inside(), 3], 1)
     rig.stop()
 
 

@@ -104,3 +104,12 @@ def test_a_server_out_of_reach_is_told_in_the_docker(live_run):
     assert down["alerts"] == []  # no message box while painting
     assert down["docker"]["live"] is False
     assert down["layers"] == ["Background"] and down["threads"] == []
+
+
+def test_live_is_pictured_with_the_docker(live_run, session):
+    """The README's picture of Live (docs/krita_live.png) is a copy of this one."""
+    assert session["picture"]
+    png = (live_run[1] / "krita_live.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert width > 3 * SIZE[0] + 300 and height > 3 * SIZE[1]  # the canvas 3x, the docker

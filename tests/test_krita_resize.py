@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "clients" / "krita"))
 
@@ -27,3 +28,30 @@ def test_resize_upscales_smoothly_and_keeps_rank():
     assert np.all(np.diff(wide[0]) >= 0) and wide[0, 0] == 0 and wide[0, -1] == 1
     same = np.random.default_rng(0).random((5, 7, 4)).astype(np.float32)
     assert np.array_equal(resize.resize(same, 7, 5), same)
+
+
+def dense_resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The triangle filter written out as full weight matrices: the definition `resize`
+    computes tap by tap."""
+
+    def weights(size_in: int, size_out: int) -> np.ndarray:
+        scale = size_in / size_out
+        support = max(scale, 1.0)
+        centres = (np.arange(size_out) + 0.5) * scale
+        distance = np.abs(np.arange(size_in)[None, :] + 0.5 - centres[:, None]) / support
+        matrix = np.clip(1.0 - distance, 0.0, None)
+        return matrix / matrix.sum(axis=1, keepdims=True)
+
+    rows = weights(image.shape[0], height) @ image.reshape(image.shape[0], -1)
+    rows = rows.reshape(height, *image.shape[1:])
+    return np.einsum("xw,hw...->hx...", weights(image.shape[1], width), rows)
+
+
+@pytest.mark.parametrize(
+    ("size", "target"),
+    [((37, 53), (11, 7)), ((37, 53), (200, 90)), ((300, 400), (301, 397)), ((9, 5), (9, 40))],
+)
+def test_resize_reads_only_the_pixels_under_the_filter(size, target):
+    image = np.random.default_rng(1).random((*size, 3))
+    expected = dense_resize(image, *target)
+    assert np.allclose(resize.resize(image, *target), expected, atol=1e-5)

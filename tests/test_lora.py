@@ -151,6 +151,30 @@ def unet_and_text(
     return noise, text
 
 
+def test_a_lora_set_s_first_tiled_run_wraps_like_the_next(files, control_map):
+    """A LoRA's first use adds layers (convolutions among them): they wrap for seamless
+    tiling in that very run, so it gives the image every later run gives."""
+    catalog = Catalog(loras={"a": LoraFile("a", files["a"])})
+    engine = Engine(models.tiny(), catalog=catalog)
+
+    def tiled() -> np.ndarray:
+        job = Job(
+            prompt=PROMPT,
+            loras=[LoraWeight("a")],
+            seed=5,
+            steps=2,
+            guidance_scale=7.5,
+            width=SIZE,
+            height=SIZE,
+            tiling="x",
+            controls=[ControlInput("canny", control_map)],
+        )
+        engine.check(job)
+        return engine.run([job])[0].image
+
+    assert np.array_equal(tiled(), tiled())
+
+
 def test_kohya_and_diffusers_files_hold_the_same_update(engine):
     """The same layers saved in both formats (kohya's with alpha = rank / 2): the kohya
     file's names and alphas are read, not skipped."""

@@ -313,8 +313,6 @@ class Engine:
         self.models = None
         models = self.models = self.registry.load(first.model, [u.model for u in first.controls])
         device, dtype = models.device, models.dtype
-        # Seamless tiling: circular padding in the models until the run ends.
-        run_scope.enter_context(seamless.wrapped(models.modules(), first.tiling))
         batch = len(jobs)
         cfg = first.guidance_scale > 1
         started = time.perf_counter()
@@ -323,6 +321,9 @@ class Engine:
         # concatenates them.
         loras = self.loras(models)
         loras.activate(first.loras)
+        # Seamless tiling: circular padding in the models until the run ends; after the
+        # LoRAs, whose first use adds convolutions that must wrap too.
+        run_scope.enter_context(seamless.wrapped(models.modules(), first.tiling))
         negatives = [job.negative_prompt for job in jobs] if cfg else None
         prompts = [job.prompt for job in jobs]
         embeds = self.prompts(first.model).batch(

@@ -132,12 +132,13 @@ class RecordingLayout:
             self.log["problems"].append(f"no property {name!r} on {data!r}")
         self.log["props"].append(name)
 
-    def operator(self, idname: str, icon: str = "NONE", **_options: Any) -> None:
+    def operator(self, idname: str, icon: str = "NONE", **_options: Any) -> Any:
         self._icon(icon)
         module, _, name = idname.partition(".")
         if not hasattr(bpy.types, f"{module.upper()}_OT_{name}"):
             self.log["problems"].append(f"no operator {idname}")
         self.log["operators"].append(idname)
+        return types.SimpleNamespace()  # the operator's properties, which draw code sets
 
     def label(self, text: str = "", icon: str = "NONE") -> None:
         self._icon(icon)
@@ -278,7 +279,7 @@ def check_generate(recorder: StreamRecorder, colour: list[Any]) -> dict[str, Any
         "image_pixels_nonblank": bool(image and image_pixels(image)[..., :3].std() > 0),
         "requests": len(recorder.calls),
         "prompt": prompt,
-        "options": {k: v for k, v in options.items() if k != "controls"},
+        "options": plain_options(options),
         "controls": [
             {
                 "model": c.model,
@@ -296,6 +297,13 @@ def check_generate(recorder: StreamRecorder, colour: list[Any]) -> dict[str, Any
         "scenes_after": after["scenes"],
         "images_added": sorted(set(after["images"]) - set(before["images"])),
     }
+
+
+def plain_options(options: dict[str, Any]) -> dict[str, Any]:
+    """A request's options but its controls, as JSON: LoRAs as [name, weight]."""
+    plain = {k: v for k, v in options.items() if k not in ("controls", "init_image")}
+    plain["loras"] = [[lora.name, lora.weight] for lora in options.get("loras", [])]
+    return plain
 
 
 def check_panel() -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 import numpy as np
 import tether
+from tether import connection
 from tether._proto.tether.v1 import image_pb2, tether_pb2, tether_pb2_grpc
 
 PREVIEW_GREY = 128
@@ -35,11 +36,15 @@ def _list_models(address: str) -> bytes:
         return stub.ListModels(tether_pb2.ListModelsRequest(), timeout=30).SerializeToString()
 
 
-def served_models(address: str, canny: str | None = "edges-v11") -> tether_pb2.ListModelsResponse:
+def served_models(
+    address: str, canny: str | None = "edges-v11", loras: tuple[str, ...] = ()
+) -> tether_pb2.ListModelsResponse:
     """The real server at `address`'s answer to ListModels, with its canny control model
     renamed `canny` (the plugin must find it by kind, not by name), or without it when
-    `canny` is None."""
+    `canny` is None, and with the LoRAs `loras` listed (the stand-in ignores them)."""
     models = tether_pb2.ListModelsResponse.FromString(_list_models(address))
+    for name in loras:
+        models.loras.add(name=name)
     kept = [control for control in models.controls if control.kind != "canny" or canny]
     for control in kept:
         if control.kind == "canny":
@@ -103,8 +108,12 @@ class FakeTether(tether_pb2_grpc.TetherServicer):
         return self.models
 
     def Preprocess(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        """Vertical lines every 4 pixels, at the requested size."""
-        edges = np.zeros((request.height, request.width, 3), dtype=np.uint8)
+        """Vertical lines every 4 pixels, at the requested size or the image's own."""
+        raw = request.control.image.raw
+        width, height = (
+            (request.width, request.height) if request.width else (raw.width, raw.height)
+        )
+        edges = np.zeros((height, width, 3), dtype=np.uint8)
         edges[:, ::4] = 255
         return tether_pb2.PreprocessResponse(image=raw_image(edges))
 
@@ -187,7 +196,9 @@ class FakeClient(tether.Client):
         **live: Any,
     ) -> None:
         self.fake = FakeTether(models, color, reject, hold, live)
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        # Messages as large as a real server takes (a large canvas's init image).
+        size = ("grpc.max_receive_message_length", connection.MAX_MESSAGE_BYTES)
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=[size])
         tether_pb2_grpc.add_TetherServicer_to_server(self.fake, self._server)
         if down:
             port = _closed_port()

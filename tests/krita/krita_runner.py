@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -76,12 +77,35 @@ def run_scenario(
         command = ["xvfb-run", "--auto-servernum", *command]
     else:
         env["QT_QPA_PLATFORM"] = "offscreen"
-    process = subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=KRITA_TIMEOUT_S
+    # A session of its own, ended with everything in it once the run is over: xvfb-run can
+    # leave Xvfb behind (when Krita crashes while quitting), and kills neither Xvfb nor
+    # Krita when it is killed itself at the timeout.
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
+    try:
+        output, _ = process.communicate(timeout=KRITA_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        _end_session(process.pid)
+        output, _ = process.communicate()
+        raise AssertionError(f"Krita ran past {KRITA_TIMEOUT_S} s:\n{output[-3000:]}") from None
+    _end_session(process.pid)
     # Not the exit status: Krita 5.1 may crash while quitting after a window was open.
     report_path = out / "report.json"
-    assert report_path.is_file(), f"Krita wrote no report:\n{process.stdout[-3000:]}"
+    assert report_path.is_file(), f"Krita wrote no report:\n{output[-3000:]}"
     report = json.loads(report_path.read_text())
     assert "error" not in report, report["error"]
     return report
+
+
+def _end_session(session: int) -> None:
+    """Kill what is left of the process group `session` (the run's own)."""
+    try:
+        os.killpg(session, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # nothing left

@@ -20,7 +20,8 @@ import traceback
 from pathlib import Path
 
 from krita import Krita
-from PyQt5.QtCore import QCoreApplication, QEventLoop
+from PyQt5.QtCore import QCoreApplication, QEventLoop, QSize
+from PyQt5.QtGui import QColor, QImage, QPainter
 from repaint_scenario import fill_background, layer_names, make_selection, pixel, wait_for
 
 FRAME_TIMEOUT_S = 90
@@ -78,6 +79,7 @@ def session(address: str, size: list[int], out: Path, messages: list[str]) -> di
 
     width, height = size
     app = Krita.instance()
+    settings = Settings(address=address, prompt="a red apple", seed=1, live_steps=2)
     document = app.createDocument(width, height, "live", "RGBA", "U8", "", 72.0)
     window = app.openWindow()
     window.addView(document)  # the active document from now on
@@ -85,7 +87,6 @@ def session(address: str, size: list[int], out: Path, messages: list[str]) -> di
     (out / "selection.raw").write_bytes(make_selection(document, "disc"))
     background = document.rootNode().childNodes()[0]
     panel = docker.TetherDocker()
-    settings = Settings(address=address, prompt="a red apple", seed=1, live_steps=2)
     panel._load(settings)
     live = plugin.instance().live
     # The plugin's menu actions, made for each window (Tools > Scripts).
@@ -107,6 +108,7 @@ def session(address: str, size: list[int], out: Path, messages: list[str]) -> di
     result["second"] = wait_for(lambda: live.shown_frame >= 2, FRAME_TIMEOUT_S)
     result["shown_frame"] = live.shown_frame
     dump(document, LiveLayer.NAME, out / "live2.raw")
+    result["picture"] = picture(document, panel, out / "krita_live.png")
     result["repaint_while_live"] = plugin.instance().repaint(document, settings)
     result["alerts"] = list(messages)
 
@@ -185,6 +187,28 @@ def live_threads() -> list[str]:
 def dump(document, name: str, path: Path) -> None:
     node = next(n for n in document.rootNode().childNodes() if n.name() == name)
     path.write_bytes(bytes(node.pixelData(0, 0, document.width(), document.height())))
+
+
+def picture(document, panel, path: Path) -> bool:
+    """The canvas as Live shows it (3x, the live layer on top) beside the Tether docker as
+    it looks then: the README's docs/krita_live.png is one of these. Drawn from the
+    document's projection and the docker's widgets (grabbing the window itself hangs
+    Krita 5.1 on Xvfb)."""
+    zoom, gap = 3, 16
+    canvas = document.projection(0, 0, document.width(), document.height())
+    canvas = canvas.scaled(canvas.width() * zoom, canvas.height() * zoom)
+    side = panel.widget()
+    side.resize(side.sizeHint().expandedTo(QSize(340, 0)))
+    docker_picture = side.grab()
+    width = canvas.width() + gap * 3 + docker_picture.width()
+    height = max(canvas.height(), docker_picture.height()) + gap * 2
+    image = QImage(width, height, QImage.Format_RGB32)
+    image.fill(QColor(49, 49, 49))  # Krita's dark theme
+    painter = QPainter(image)
+    painter.drawImage(gap, gap, canvas)
+    painter.drawPixmap(canvas.width() + gap * 2, gap, docker_picture)
+    painter.end()
+    return image.save(str(path))
 
 
 def settle() -> None:

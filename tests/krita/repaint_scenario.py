@@ -2,7 +2,11 @@
 the built plugin on PYTHONPATH and QT_QPA_PLATFORM=offscreen. Driven by
 tests/test_krita_real.py through a JSON file named by $TETHER_KRITA_SCENARIO:
 
-    {"out": folder, "address": "127.0.0.1:PORT", "cases": [{"name", "kind", ...}, ...]}
+    {"out": folder, "address": "127.0.0.1:PORT", "catalog": "127.0.0.1:PORT",
+     "cases": [{"name", "kind", ...}, ...]}
+
+"catalog" is a server with a LoRA and a small one-pass limit, for the cases that say
+"catalog": true.
 
 Each case makes a document, runs the plugin the way the Repaint action does
 (`plugin.instance().repaint(document, settings)`, with Krita's event loop turning), saves
@@ -55,12 +59,16 @@ def run_case(case: dict, config: dict, out: Path, messages: list[str]) -> dict:
 
     name = case["name"]
     result: dict = {}
+    import tether
+
+    address = config["catalog"] if case.get("catalog") else config["address"]
     settings = Settings(
-        address=case.get("address", config["address"]),
+        address=case.get("address", address),
         prompt=case.get("prompt", "a red apple"),
         steps=case.get("steps", 4),
         seed=1,
         show_edges=case.get("show_edges", False),
+        loras=tuple(tether.Lora(name, weight) for name, weight in case.get("loras", [])),
     )
     if case["kind"] == "no-document":
         result["started"] = plugin.instance().repaint(document=None, settings=settings)
@@ -68,6 +76,8 @@ def run_case(case: dict, config: dict, out: Path, messages: list[str]) -> dict:
         return result
     if case["kind"] == "docker":
         return exercise_docker(settings)
+    if case["kind"] == "pickers":
+        return exercise_pickers(settings)
     if case["kind"] == "fallback":
         # What Krita shows instead of a traceback when the libraries do not load.
         from tether_krita import registration
@@ -128,6 +138,32 @@ def exercise_docker(settings) -> dict:
     }
 
 
+def exercise_pickers(settings) -> dict:
+    """Fill the docker's model and LoRA pickers from a server with a LoRA, pick the LoRA
+    with a weight and a tiling, and read what Krita's settings store then holds."""
+    from tether_krita import docker, plugin
+
+    panel = docker.TetherDocker()
+    panel._load(settings)
+    panel.refresh_models()
+    arrived = wait_for(lambda: panel.refresh.isEnabled(), JOB_TIMEOUT_S)
+    name, weight = panel.loras[0]
+    offered = [name.itemText(i) for i in range(name.count())]
+    name.setCurrentIndex(name.findText("detail"))
+    weight.setValue(0.7)
+    panel.tiling.setCurrentIndex(panel.tiling.findData("xy"))
+    stored = plugin.load_settings()
+    return {
+        "models_arrived": arrived,
+        "models": [panel.model.itemText(i) for i in range(panel.model.count())],
+        "loras": offered,
+        "status": panel.status.text(),
+        "stored_loras": [[lora.name, lora.weight] for lora in stored.loras],
+        "stored_tiling": stored.tiling,
+        "docker_round_trip": panel.settings() == stored,
+    }
+
+
 def fill_background(document) -> None:
     """A checkerboard: structure the canny preprocessor finds edges in."""
     width, height = document.width(), document.height()
@@ -156,7 +192,8 @@ def pixel(depth: str, rgb: tuple[float, float, float]) -> bytes:
 
 
 def make_selection(document, shape: str) -> bytes:
-    """Select a disc (or nothing, for "empty") and return the selection over the canvas."""
+    """Select a disc, a rectangle ("rect") or nothing ("empty") and return the selection
+    over the canvas."""
     width, height = document.width(), document.height()
     cx, cy, radius = width * 0.45, height * 0.5, min(width, height) * 0.3
     data = bytearray(width * height)
@@ -165,6 +202,9 @@ def make_selection(document, shape: str) -> bytes:
             for x in range(width):
                 if (x + 0.5 - cx) ** 2 + (y + 0.5 - cy) ** 2 <= radius**2:
                     data[y * width + x] = 255
+    elif shape == "rect":  # 160 x 120 (on the tests' 192 x 144 canvas)
+        for y in range(12, 132):
+            data[y * width + 16 : y * width + 176] = b"\xff" * 160
     selection = Selection()
     selection.resize(width, height)
     selection.setPixelData(bytes(data), 0, 0, width, height)

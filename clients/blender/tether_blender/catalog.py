@@ -1,16 +1,23 @@
-"""What the server offers (ListModels), remembered for the panel's model fields.
+"""What the server offers (ListModels), remembered for the panel's model and LoRA fields.
 
-The model fields are text fields with a search list (a dynamic EnumProperty would store an
-index that turns into another model when the server's list changes). Blender asks for the
-search list while the user types, so it must come from memory, never from the network:
-the operators fetch it (Refresh, Generate) and store it here.
+The model and LoRA fields are text fields with a search list (a dynamic EnumProperty would
+store an index that turns into another model when the server's list changes). Blender asks
+for the search list while the user types, so it must come from memory, never from the
+network: the operators fetch it (Refresh, Generate, ...) and store it here.
 """
 
 from __future__ import annotations
 
 import tether
 
-__all__ = ["base_model_names", "control_for", "control_names", "models", "remember"]
+__all__ = [
+    "base_model_names",
+    "control_for",
+    "control_names",
+    "lora_names",
+    "models",
+    "remember",
+]
 
 _models: tether.ModelList | None = None
 
@@ -28,6 +35,10 @@ def models() -> tether.ModelList | None:
 
 def base_model_names() -> list[str]:
     return [m.name for m in _models.models] if _models else []
+
+
+def lora_names() -> list[str]:
+    return [lora.name for lora in _models.loras] if _models else []
 
 
 def control_names(kind: str) -> list[str]:

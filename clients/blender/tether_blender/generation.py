@@ -4,8 +4,8 @@ Blender's data may only be touched on the main thread, and the UI must keep draw
 the server works, so the work runs as a `tether.background.Job` on a worker thread. Its
 events are applied on the main thread by `tick()`, which `bpy.app.timers` calls every
 `TICK_SECONDS` while a job runs (or a script's waiting loop calls, see the operators'
-``wait`` option). One job runs at a time: a `Generation` (Generate) here, or a
-`baking.Bake` (Bake Texture).
+``wait`` option). One job runs at a time: a `Generation` (Generate) here, a
+`baking.Bake` (Bake Texture) or a `tileable.TileableMaterial`.
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ class Run:
         self.step = 0
         self.total = steps
         self.previews = 0
-        self.image_name: str | None = None
+        self.image_title = IMAGE_NAME  # the name the job's picture gets
+        self.image_name: str | None = None  # the name it got (Blender may number it)
         self.warnings: list[str] = []
         self.error: str | None = None
         self.cancelled = False
@@ -117,7 +118,7 @@ class Run:
         picture leaves no image behind); remade if the user deleted it meanwhile."""
         image = bpy.data.images.get(self.image_name) if self.image_name else None
         if image is None:
-            image = images.new_result_image(IMAGE_NAME, self.width, self.height)
+            image = images.new_result_image(self.image_title, self.width, self.height)
             self.image_name = image.name
             images.show_in_image_editors(image)
         return image

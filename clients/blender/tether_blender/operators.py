@@ -1,5 +1,5 @@
-"""Operators: Generate, Bake Texture, Cancel, Refresh Models, Project Result, and the
-report helper."""
+"""Operators: Generate, Bake Texture, Tileable Material, Cancel, Refresh Models, the LoRA
+rows, Project Result, and the report helper."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from .connection import address_problem
 from .plan import UserError, list_models, prepare
 from .preferences import client_config
 from .projection import apply_projection
+from .tileable import TileableMaterial, prepare_material
 
 __all__ = ["CLASSES"]
 
@@ -75,6 +76,17 @@ class TETHER_OT_bake_texture(_JobOperator, bpy.types.Operator):
         return Bake(prepare_bake(context))
 
 
+class TETHER_OT_tileable_material(_JobOperator, bpy.types.Operator):
+    """Generate a seamless albedo texture from a tileable normal map and give the active
+    object a material that repeats both"""
+
+    bl_idname = "tether.tileable_material"
+    bl_label = "Tileable Material"
+
+    def prepare(self, context: bpy.types.Context) -> generation.Run:
+        return TileableMaterial(prepare_material(context))
+
+
 def start(operator: bpy.types.Operator, run: generation.Run, *, wait: bool) -> set[str]:
     """Start ``run``: with a timer that applies its events (the UI), or, with ``wait``,
     applying them here until it ends and reporting the outcome."""
@@ -123,7 +135,39 @@ class TETHER_OT_refresh_models(bpy.types.Operator):
             return {"CANCELLED"}
         controls = ", ".join(f"{c.name} ({c.kind})" for c in model_list.controls) or "none"
         models = ", ".join(catalog.base_model_names())
-        self.report({"INFO"}, f"Tether models: {models}; control models: {controls}")
+        loras = ", ".join(catalog.lora_names()) or "none"
+        self.report(
+            {"INFO"}, f"Tether models: {models}; control models: {controls}; LoRAs: {loras}"
+        )
+        return {"FINISHED"}
+
+
+class TETHER_OT_add_lora(bpy.types.Operator):
+    """Add a LoRA row: a LoRA of the server (Refresh lists them) and its weight"""
+
+    bl_idname = "tether.add_lora"
+    bl_label = "Add LoRA"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        context.scene.tether.loras.add()
+        return {"FINISHED"}
+
+
+class TETHER_OT_remove_lora(bpy.types.Operator):
+    """Remove this LoRA row"""
+
+    bl_idname = "tether.remove_lora"
+    bl_label = "Remove LoRA"
+    bl_options = {"REGISTER", "UNDO", "INTERNAL"}
+
+    index: bpy.props.IntProperty(min=0)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        loras = context.scene.tether.loras
+        if self.index >= len(loras):
+            return {"CANCELLED"}
+        loras.remove(self.index)
         return {"FINISHED"}
 
 
@@ -174,8 +218,11 @@ class TETHER_OT_report(bpy.types.Operator):
 CLASSES = (
     TETHER_OT_generate,
     TETHER_OT_bake_texture,
+    TETHER_OT_tileable_material,
     TETHER_OT_cancel,
     TETHER_OT_refresh_models,
+    TETHER_OT_add_lora,
+    TETHER_OT_remove_lora,
     TETHER_OT_project_result,
     TETHER_OT_report,
 )

@@ -24,7 +24,7 @@ from .connection import ClientConfig, address_problem, describe, open_client
 from .passes import Passes, PassesError, render_passes, render_size
 from .preferences import client_config
 from .projection import CameraSnapshot, snapshot_camera
-from .settings import MAX_SEED, TetherSettings, unit_options, units
+from .settings import MAX_SEED, TetherSettings, chosen_loras, tiling, unit_options, units
 
 __all__ = [
     "LIST_MODELS_TIMEOUT",
@@ -32,6 +32,8 @@ __all__ = [
     "Request",
     "UserError",
     "check_request",
+    "check_server",
+    "control_model",
     "prepare",
     "render_view",
 ]
@@ -92,7 +94,7 @@ def prepare(context: bpy.types.Context) -> Plan:
     return Plan(
         config=request.config,
         prompt=request.prompt,
-        options={**request.options, "controls": controls},
+        options={**request.options, "controls": controls, "tiling": tiling(settings)},
         width=request.width,
         height=request.height,
         camera=snapshot,
@@ -107,7 +109,45 @@ def check_request(context: bpy.types.Context) -> Request:
     settings: TetherSettings = scene.tether
     width, height = render_size(scene)
     check_settings(settings, width, height)
+    config, model_list, options = check_server(
+        context, width, height, "lower the render resolution or its percentage"
+    )
 
+    enabled = []
+    for kind, unit in units(settings):
+        if not unit.enabled:
+            continue
+        name = control_model(model_list, kind, unit.model, f"the {kind} unit")
+        enabled.append((kind, name, unit_options(unit)))
+    return Request(
+        config=config,
+        prompt=settings.prompt,
+        options=options,
+        width=width,
+        height=height,
+        units=tuple(enabled),
+    )
+
+
+def control_model(model_list: tether.ModelList, kind: str, chosen: str, use: str) -> str:
+    """The server's control model for a map of ``kind``: ``chosen`` (a unit's Model field),
+    or with "" its first of that kind; UserError naming ``use`` if it has none."""
+    name = catalog.control_for(model_list, kind, chosen.strip())
+    if name is None:
+        offered = ", ".join(catalog.control_names(kind)) or "none"
+        wanted = repr(chosen) if chosen.strip() else f"a {kind} model"
+        raise UserError(f"The server has no {wanted} for {use} (it has: {offered})")
+    return name
+
+
+def check_server(
+    context: bpy.types.Context, width: int, height: int, size_fix: str
+) -> tuple[ClientConfig, tether.ModelList, dict[str, Any]]:
+    """Ask the server what it offers and check the panel's model, LoRAs, size and steps
+    against it (``size_fix`` tells the user how to make the size smaller). Returns the
+    client config, the server's list and the request's options (keyword arguments of
+    tether.Client.stream) that every mode shares."""
+    settings: TetherSettings = context.scene.tether
     config = client_config(context)
     problem = address_problem(config, online_access=bpy.app.online_access)
     if problem:
@@ -118,25 +158,24 @@ def check_request(context: bpy.types.Context) -> Request:
     base_names = [m.name for m in model_list.models]
     if model and model not in base_names:
         raise UserError(f"The server has no model {model!r}; it has: {', '.join(base_names)}")
+    loras = chosen_loras(settings)
+    offered = [lora.name for lora in model_list.loras]
+    names = [name for name, _ in loras]
+    for name in names:
+        if name not in offered:
+            raise UserError(
+                f"LoRAs: the server has no LoRA {name!r}; it has: {', '.join(offered) or 'none'}"
+            )
+        if names.count(name) > 1:
+            raise UserError(f"LoRAs: {name!r} is chosen twice; keep one row per LoRA")
     limits = model_list.limits
     if limits.max_pixels and width * height > limits.max_pixels:
         raise UserError(
-            f"Render size {width}x{height} is over the server's limit of {limits.max_pixels} "
-            "pixels: lower the resolution or its percentage"
+            f"Size {width}x{height} is over the server's limit of {limits.max_pixels} "
+            f"pixels: {size_fix}"
         )
     if limits.max_steps and settings.steps > limits.max_steps:
         raise UserError(f"Steps: the server allows at most {limits.max_steps}")
-
-    enabled = []
-    for kind, unit in units(settings):
-        if not unit.enabled:
-            continue
-        name = catalog.control_for(model_list, kind, unit.model.strip())
-        if name is None:
-            offered = ", ".join(catalog.control_names(kind)) or "none"
-            wanted = repr(unit.model) if unit.model.strip() else f"a {kind} model"
-            raise UserError(f"The server has no {wanted} for the {kind} unit (it has: {offered})")
-        enabled.append((kind, name, unit_options(unit)))
 
     options: dict[str, Any] = {
         "negative_prompt": settings.negative_prompt,
@@ -145,16 +184,10 @@ def check_request(context: bpy.types.Context) -> Request:
         "width": width,
         "height": height,
         "model": model or None,
+        "loras": [tether.Lora(name, weight) for name, weight in loras],
         "preview": None if settings.preview == "NONE" else settings.preview.lower(),
     }
-    return Request(
-        config=config,
-        prompt=settings.prompt,
-        options=options,
-        width=width,
-        height=height,
-        units=tuple(enabled),
-    )
+    return config, model_list, options
 
 
 def render_view(

@@ -13,9 +13,12 @@ __all__ = [
     "CLASSES",
     "MAX_SEED",
     "TetherCannyUnit",
+    "TetherLora",
     "TetherSettings",
     "TetherUnit",
+    "chosen_loras",
     "register",
+    "tiling",
     "unit_options",
     "units",
     "unregister",
@@ -26,6 +29,10 @@ MAX_SEED = 2**31 - 1  # Blender's IntProperty is a signed 32-bit int
 
 def _search_base_models(self: bpy.types.PropertyGroup, context: bpy.types.Context, text: str):
     return [name for name in catalog.base_model_names() if text.lower() in name.lower()]
+
+
+def _search_loras(self: bpy.types.PropertyGroup, context: bpy.types.Context, text: str):
+    return [name for name in catalog.lora_names() if text.lower() in name.lower()]
 
 
 def _search_control_models(self: bpy.types.PropertyGroup, context: bpy.types.Context, text: str):
@@ -97,6 +104,26 @@ class TetherCannyUnit(_UnitProperties, bpy.types.PropertyGroup):
     )
 
 
+class TetherLora(bpy.types.PropertyGroup):
+    """One LoRA of the request: a name from the server's list and its weight."""
+
+    enabled: bpy.props.BoolProperty(name="Enabled", default=True)
+    lora: bpy.props.StringProperty(
+        name="LoRA",
+        description="LoRA on the server (Refresh lists them); applied to this generation",
+        search=_search_loras,
+    )
+    weight: bpy.props.FloatProperty(
+        name="Weight",
+        description="How strongly the LoRA acts (negative: the other way)",
+        default=1.0,
+        min=-10.0,
+        max=10.0,
+        soft_min=-2.0,
+        soft_max=2.0,
+    )
+
+
 class TetherSettings(bpy.types.PropertyGroup):
     prompt: bpy.props.StringProperty(name="Prompt", description="What the picture shows")
     negative_prompt: bpy.props.StringProperty(
@@ -107,6 +134,7 @@ class TetherSettings(bpy.types.PropertyGroup):
         description="Base model on the server; empty = the server's default",
         search=_search_base_models,
     )
+    loras: bpy.props.CollectionProperty(type=TetherLora, name="LoRAs")
     use_random_seed: bpy.props.BoolProperty(
         name="Random Seed",
         description="Let the server pick a new seed every time",
@@ -135,6 +163,20 @@ class TetherSettings(bpy.types.PropertyGroup):
             ("NONE", "None", "Only the final picture"),
         ],
         default="FAST",
+    )
+    tiling: bpy.props.EnumProperty(
+        name="Tiling",
+        description=(
+            "Generate a picture that wraps around, so that copies placed side by side show "
+            "no seam (give control maps that tile too)"
+        ),
+        items=[
+            ("NONE", "No Tiling", "An ordinary picture"),
+            ("X", "Tile X", "The left and right edges meet without a seam"),
+            ("Y", "Tile Y", "The top and bottom edges meet without a seam"),
+            ("XY", "Tile X and Y", "Both: a seamless texture"),
+        ],
+        default="NONE",
     )
     project_onto_selected: bpy.props.BoolProperty(
         name="Project onto Selected",
@@ -204,6 +246,58 @@ class TetherSettings(bpy.types.PropertyGroup):
         max=math.radians(89),
         subtype="ANGLE",
     )
+    # Tileable Material (tileable.py): a tileable normal map in, a seamless albedo out.
+    material_normal_map: bpy.props.PointerProperty(
+        type=bpy.types.Image,
+        name="Normal Map",
+        description=(
+            "Tangent-space normal map that tiles (OpenGL style, green up, as Blender's "
+            "Normal Map node reads it); empty = the one in the active object's material"
+        ),
+    )
+    material_green_down: bpy.props.BoolProperty(
+        name="Green Down (DirectX)",
+        description="The normal map's green channel points down (DirectX style), not up",
+        default=False,
+    )
+    material_start_image: bpy.props.PointerProperty(
+        type=bpy.types.Image,
+        name="Start Image",
+        description=(
+            "Optional colour texture to start from (img2img at Strength), e.g. an albedo to "
+            "make seamless; its size must be Size x Size. Empty = from the prompt alone"
+        ),
+    )
+    material_strength: bpy.props.FloatProperty(
+        name="Strength",
+        description="With a Start Image: how much of it is repainted (1 = all of it)",
+        default=0.6,
+        min=0.01,
+        max=1.0,
+        subtype="FACTOR",
+    )
+    material_size: bpy.props.IntProperty(
+        name="Size",
+        description="Width and height of the albedo texture, in pixels (a multiple of 8)",
+        default=512,
+        min=64,
+        max=2048,
+        step=8,
+    )
+    material_weight: bpy.props.FloatProperty(
+        name="Weight",
+        description="How strongly the normal map steers the texture",
+        default=1.0,
+        min=0.0,
+        max=2.0,
+    )
+    material_repeat: bpy.props.IntProperty(
+        name="Repeat",
+        description="How many times the texture repeats across the UV map's 0..1 square",
+        default=1,
+        min=1,
+        max=64,
+    )
     # One unit per kind in control_maps.KINDS, named after the kind.
     depth: bpy.props.PointerProperty(type=TetherUnit, name="Depth")
     normal: bpy.props.PointerProperty(type=TetherUnit, name="Normal")
@@ -221,7 +315,19 @@ def unit_options(unit: TetherUnit | TetherCannyUnit) -> UnitOptions:
     return UnitOptions(weight=unit.weight, start=unit.start, end=unit.end, **thresholds)
 
 
-CLASSES = (TetherUnit, TetherCannyUnit, TetherSettings)
+def chosen_loras(settings: TetherSettings) -> list[tuple[str, float]]:
+    """(name, weight) of the enabled LoRA rows with a name, in panel order."""
+    return [
+        (row.lora.strip(), row.weight) for row in settings.loras if row.enabled and row.lora.strip()
+    ]
+
+
+def tiling(settings: TetherSettings) -> str | None:
+    """The request's ``tiling``: None, "x", "y" or "xy"."""
+    return None if settings.tiling == "NONE" else settings.tiling.lower()
+
+
+CLASSES = (TetherUnit, TetherCannyUnit, TetherLora, TetherSettings)
 
 
 def register() -> None:

@@ -27,6 +27,7 @@ class VIEW3D_PT_tether(bpy.types.Panel):
         row = column.row(align=True)
         row.prop(settings, "model", text="", icon="SHADING_RENDERED")
         row.operator("tether.refresh_models", text="", icon="FILE_REFRESH")
+        draw_loras(column, settings)
         column.prop(settings, "steps")
         row = column.row(align=True)
         row.prop(settings, "use_random_seed", text="", icon="RNDCURVE")
@@ -53,9 +54,41 @@ class VIEW3D_PT_tether(bpy.types.Panel):
                 row.prop(unit, "low")
                 row.prop(unit, "high")
 
-        layout.prop(settings, "project_onto_selected")
+        box = layout.box()
+        box.label(text="Generate", icon="RENDER_STILL")
+        box.prop(settings, "tiling", text="")
+        box.prop(settings, "project_onto_selected")
         draw_bake_options(layout.box(), settings)
+        draw_material_options(layout.box(), settings)
         draw_status(layout)
+
+
+def draw_loras(layout: bpy.types.UILayout, settings: bpy.types.PropertyGroup) -> None:
+    """One row per LoRA (enable, name with the server's list, weight, remove), then Add."""
+    for index, row_settings in enumerate(settings.loras):
+        row = layout.row(align=True)
+        row.prop(row_settings, "enabled", text="")
+        sub = row.row(align=True)
+        sub.enabled = row_settings.enabled
+        sub.prop(row_settings, "lora", text="", icon="MODIFIER")
+        sub.prop(row_settings, "weight", text="")
+        remove = row.operator("tether.remove_lora", text="", icon="X")
+        remove.index = index
+    layout.operator("tether.add_lora", icon="ADD")
+
+
+def draw_material_options(box: bpy.types.UILayout, settings: bpy.types.PropertyGroup) -> None:
+    """Tileable Material's options: the normal map in, the texture's size and repeats."""
+    box.label(text="Tileable Material (active object)", icon="MATERIAL")
+    box.prop(settings, "material_normal_map")
+    box.prop(settings, "material_green_down")
+    box.prop(settings, "material_start_image")
+    if settings.material_start_image is not None:
+        box.prop(settings, "material_strength")
+    row = box.row(align=True)
+    row.prop(settings, "material_size")
+    row.prop(settings, "material_weight")
+    box.prop(settings, "material_repeat")
 
 
 def draw_bake_options(box: bpy.types.UILayout, settings: bpy.types.PropertyGroup) -> None:
@@ -73,8 +106,8 @@ def draw_bake_options(box: bpy.types.UILayout, settings: bpy.types.PropertyGroup
 
 
 def draw_status(layout: bpy.types.UILayout) -> None:
-    """Generate and Bake Texture, or progress and Cancel while a job runs, then how the
-    last one ended."""
+    """Generate, Bake Texture and Tileable Material, or progress and Cancel while a job
+    runs, then how the last one ended."""
     running = generation.current()
     if running is not None:
         row = layout.row(align=True)
@@ -85,6 +118,7 @@ def draw_status(layout: bpy.types.UILayout) -> None:
     row = layout.row(align=True)
     row.operator("tether.generate", icon="RENDER_STILL")
     row.operator("tether.bake_texture", icon="TEXTURE")
+    layout.operator("tether.tileable_material", icon="MATERIAL")
     done = generation.last()
     if done is None:
         return

@@ -60,7 +60,9 @@ class Outside:
         document the plugin cannot read."""
         if problem is not None:
             raise UserError(problem)
-        snapshot = krita_document.take_snapshot(document, settings.context_percent)
+        snapshot = krita_document.take_snapshot(
+            document, settings.context_percent, whole_canvas=bool(settings.tiling)
+        )
         return snapshot, self.client_factory(settings)
 
 
@@ -167,7 +169,8 @@ class RepaintController:
             self._end("The document was closed; the result was dropped.", True, keep=False)
             return
         self._result.finish(event.pixels)
-        self._end(f"Done: layer “{self._settings.layer_name}”, seed {event.seed}.", False, True)
+        message = f"Done: layer “{self._settings.layer_name}”, seed {event.seed}. {event.note}"
+        self._end(message.strip(), is_error=False, keep=True)
 
     def _end(self, message: str, is_error: bool, keep: bool) -> None:
         if not keep and self._document is not None:

@@ -1,10 +1,11 @@
-"""The Tether docker: server, prompt and repaint parameters, the running job, and Live
-mode (on/off, Apply, its steps)."""
+"""The Tether docker: server, base model and LoRAs, prompt and repaint parameters, the
+running job, and Live mode (on/off, Apply, its steps)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import tether
 from krita import DockWidget
 from PyQt5.QtCore import QTimer
 from PyQt5.QtWidgets import (
@@ -27,9 +28,12 @@ from tether import background
 from . import plugin
 from .controller import default_client
 from .messages import describe
-from .settings import LIVE_STEPS, RANDOM_SEED, Settings
+from .settings import LIVE_STEPS, LORA_WEIGHTS, RANDOM_SEED, Settings
 
 DEFAULT_MODEL_LABEL = "(server default)"
+NO_LORA_LABEL = "(none)"
+LORA_SLOTS = 3  # LoRAs per repaint the docker offers (the server takes up to 8)
+TILING_CHOICES = (("none", ""), ("x (left/right)", "x"), ("y (top/bottom)", "y"), ("x and y", "xy"))
 MAX_SEED = 2**31 - 1  # QSpinBox holds a C int
 
 
@@ -69,6 +73,16 @@ class TetherDocker(DockWidget):
         form.addRow("Server", self.address)
         form.addRow("Token", self.token)
         form.addRow("Model", model_row)
+        self.loras: list[tuple[QComboBox, QDoubleSpinBox]] = []
+        for slot in range(LORA_SLOTS):
+            name = QComboBox()
+            name.setToolTip("A LoRA of the server's, applied to every repaint and live frame")
+            weight = _double_box(*LORA_WEIGHTS, 0.05, "How strongly the LoRA applies")
+            row = QHBoxLayout()
+            row.addWidget(name, 1)
+            row.addWidget(weight)
+            form.addRow("LoRA" if slot == 0 else "", row)
+            self.loras.append((name, weight))
 
         self.prompt = QPlainTextEdit()
         self.prompt.setPlaceholderText("What to paint in the selection")
@@ -91,6 +105,13 @@ class TetherDocker(DockWidget):
         self.seed.setSpecialValueText("random")
         self.context = _int_box(0, 200, "Context around the selection, % of its longer side")
         self.context.setSuffix(" %")
+        self.tiling = QComboBox()
+        for label, value in TILING_CHOICES:
+            self.tiling.addItem(label, value)
+        self.tiling.setToolTip(
+            "Seamless texture: the result wraps around these edges of the canvas. "
+            "Reads the whole canvas; a selection still limits what changes."
+        )
         self.show_edges = QCheckBox("Show edges as a layer")
         form.addRow("Strength", self.strength)
         form.addRow("Edge weight", self.edge_weight)
@@ -98,6 +119,7 @@ class TetherDocker(DockWidget):
         form.addRow("Steps", self.steps)
         form.addRow("Seed", self.seed)
         form.addRow("Context", self.context)
+        form.addRow("Tiling", self.tiling)
         form.addRow("", self.show_edges)
         self.live_steps = _int_box(*LIVE_STEPS, "Denoising steps of each live frame")
         form.addRow("Live steps", self.live_steps)
@@ -148,12 +170,24 @@ class TetherDocker(DockWidget):
             show_edges=self.show_edges.isChecked(),
             context_percent=self.context.value(),
             live_steps=self.live_steps.value(),
+            loras=tuple(
+                tether.Lora(name.currentText(), weight.value())
+                for name, weight in self.loras
+                if name.currentIndex() > 0
+            ),
+            tiling=self.tiling.currentData(),
         )
 
     def _load(self, settings: Settings) -> None:
         self.address.setText(settings.address)
         self.token.setText(settings.token)
         self._set_models([settings.model] if settings.model else [], settings.model)
+        chosen = [lora.name for lora in settings.loras]
+        for slot, (name, weight) in enumerate(self.loras):
+            lora = settings.loras[slot] if slot < len(settings.loras) else None
+            _set_choices(name, NO_LORA_LABEL, chosen, lora.name if lora else "")
+            weight.setValue(lora.weight if lora else 1.0)
+        self.tiling.setCurrentIndex(max(self.tiling.findData(settings.tiling), 0))
         self.prompt.setPlainText(settings.prompt)
         self.negative_prompt.setPlainText(settings.negative_prompt)
         self.strength.setValue(settings.strength)
@@ -177,7 +211,10 @@ class TetherDocker(DockWidget):
         for box in (self.steps, self.seed, self.context, self.live_steps):
             box.valueChanged.connect(store)
         self.show_edges.toggled.connect(store)
-        self.model.currentIndexChanged.connect(store)
+        for combo in (self.model, self.tiling, *(name for name, _ in self.loras)):
+            combo.currentIndexChanged.connect(store)
+        for _, weight in self.loras:
+            weight.valueChanged.connect(store)
 
     def _store(self, *_: Any) -> None:
         settings = self.settings()
@@ -208,28 +245,35 @@ class TetherDocker(DockWidget):
     def _poll_models(self) -> None:
         for event in self._models_job.poll():
             if isinstance(event, background.Done):
-                self._models_arrived(event.value, self.settings().model)
+                self._models_arrived(event.value, self.settings())
             elif isinstance(event, background.Failed):
                 self.show_status(event.message)
         if self._models_job.done:
             self._models_timer.stop()
             self.refresh.setEnabled(True)
 
-    def _models_arrived(self, models: Any, current: str) -> None:
+    def _models_arrived(self, models: Any, current: Settings) -> None:
+        """Offer the server's models and LoRAs; a choice the server lacks falls back to
+        the default model or to no LoRA, and the status line names it."""
         names = [model.name for model in models.models]
-        self._set_models(names, current)
-        canny = [c.name for c in models.controls if c.kind == "canny"]
-        note = "" if canny else " It has no canny control model: Repaint and Live need one."
-        self.show_status(f"The server offers {len(names)} model(s).{note}")
+        self._set_models(names, current.model)
+        lora_names = [lora.name for lora in models.loras]
+        for slot, (name, _) in enumerate(self.loras):
+            chosen = current.loras[slot].name if slot < len(current.loras) else ""
+            _set_choices(name, NO_LORA_LABEL, lora_names, chosen)
+        missing = [lora.name for lora in current.loras if lora.name not in lora_names]
+        if current.model and current.model not in names:
+            missing.insert(0, current.model)
+        notes = [f"The server offers {len(names)} model(s) and {len(lora_names)} LoRA(s)."]
+        if missing:
+            notes.append(f"It lacks {', '.join(missing)}: pick again.")
+        if not any(c.kind == "canny" for c in models.controls):
+            notes.append("It has no canny control model: Repaint and Live need one.")
+        self.show_status(" ".join(notes))
+        self._store()
 
     def _set_models(self, names: list[str], current: str) -> None:
-        self.model.blockSignals(True)
-        self.model.clear()
-        self.model.addItem(DEFAULT_MODEL_LABEL)
-        self.model.addItems(names)
-        index = self.model.findText(current) if current else 0
-        self.model.setCurrentIndex(max(index, 0))
-        self.model.blockSignals(False)
+        _set_choices(self.model, DEFAULT_MODEL_LABEL, names, current)
 
     # --- job ----------------------------------------------------------------------------
     def repaint(self) -> None:
@@ -278,6 +322,17 @@ class TetherDocker(DockWidget):
 
     def canvasChanged(self, canvas: Any) -> None:  # noqa: N802 - Krita's virtual
         """Required by DockWidget; the docker works on whichever document is active."""
+
+
+def _set_choices(combo: QComboBox, first: str, names: list[str], current: str) -> None:
+    """Fill `combo` with `first` (nothing chosen) and `names`, and select `current` (or
+    `first` when it is not among them), without emitting changes."""
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItem(first)
+    combo.addItems(names)
+    combo.setCurrentIndex(max(combo.findText(current), 0) if current else 0)
+    combo.blockSignals(False)
 
 
 def _double_box(low: float, high: float, step: float, tip: str) -> QDoubleSpinBox:

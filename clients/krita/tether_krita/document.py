@@ -25,10 +25,11 @@ from .job import Snapshot
 from .pixels import pixel_format
 
 
-def take_snapshot(document: Any, context_percent: int) -> Snapshot:
+def take_snapshot(document: Any, context_percent: int, whole_canvas: bool = False) -> Snapshot:
     """Read what a repaint needs: the selection's bounding box plus context (the whole
-    canvas without a selection) from the visible image, and the selection over it.
-    Raises UserError for no document, an empty selection or an unsupported colour space."""
+    canvas without a selection, or with `whole_canvas`: a seamless texture must be read
+    edge to edge) from the visible image, and the selection over it. Raises UserError for
+    no document, an empty selection or an unsupported colour space."""
     if document is None:
         raise UserError("Open an image first: Repaint works on the active document.")
     fmt = pixel_format(document.colorModel(), document.colorDepth(), document.colorProfile())
@@ -41,7 +42,7 @@ def take_snapshot(document: Any, context_percent: int) -> Snapshot:
         bounds = bounds.intersect(canvas)
         if bounds.is_empty:
             raise UserError(_EMPTY_SELECTION)
-        region = context_region(bounds, canvas, context_percent / 100)
+        region = canvas if whole_canvas else context_region(bounds, canvas, context_percent / 100)
         selected = bytes(selection.pixelData(region.x, region.y, region.width, region.height))
         if not selected.strip(b"\x00"):
             raise UserError(_EMPTY_SELECTION)

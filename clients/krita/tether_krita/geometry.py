@@ -101,6 +101,28 @@ def generation_size(
     return out_w, out_h
 
 
+def canvas_size(width: int, height: int, max_canvas_pixels: int) -> tuple[int, int]:
+    """The (width, height) a region too large for one pass is sent at, to be refined in
+    tiles at full resolution: its own size with sides rounded up to multiples of 8, or,
+    over `max_canvas_pixels` (the server's limit for a canvas), scaled down to fit,
+    keeping the aspect ratio."""
+    if width <= 0 or height <= 0:
+        raise ValueError(f"empty region {width}x{height}")
+    out_w, out_h = _round_up(width), _round_up(height)
+    if out_w * out_h <= max_canvas_pixels:
+        return out_w, out_h
+    scale = math.sqrt(max_canvas_pixels / (width * height))
+    return _round_down(width * scale), _round_down(height * scale)
+
+
+def _round_up(value: int) -> int:
+    return -(-value // SIZE_MULTIPLE) * SIZE_MULTIPLE
+
+
+def _round_down(value: float) -> int:
+    return max(SIZE_MULTIPLE, int(value // SIZE_MULTIPLE) * SIZE_MULTIPLE)
+
+
 def _to_multiple(value: float) -> int:
     rounded = int(round(value / SIZE_MULTIPLE)) * SIZE_MULTIPLE
     return max(MIN_GENERATION_SIDE, rounded)

@@ -78,6 +78,8 @@ def live_config(settings: Settings, plan: Prepared, seed: int) -> tether.LiveCon
         width=plan.width,
         height=plan.height,
         model=settings.model or None,
+        loras=settings.loras,
+        tiling=settings.tiling or None,
     )
 
 
@@ -173,7 +175,8 @@ class LiveLink:
     def _work(self, task: background.Task) -> None:
         try:
             models = self._client.models(timeout=MODELS_TIMEOUT_S)
-            plan = prepare(self._snapshot, self._settings, models)
+            # Frames are painted in one pass each, at the model's size, whatever the region.
+            plan = prepare(self._snapshot, self._settings, models, tiles=False)
             with self._lock:
                 # Checked under the lock `stop` takes: a stop from now on finds the session.
                 task.raise_if_cancelled()
@@ -195,7 +198,7 @@ class LiveLink:
         try:
             for event in session:
                 if isinstance(event, tether.LiveResult):
-                    pixels = layer_bytes(event.image, plan.coverage, fmt)
+                    pixels = layer_bytes(event.image, plan, fmt)
                     task.emit(LivePainted(event.frame_id, pixels))
                 else:
                     task.emit(LiveRefused(event.frame_id, refusal(event)))

@@ -6,14 +6,21 @@ store is passed in as two functions so this module stays free of Krita.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
+
+import tether
 
 SETTINGS_GROUP = "tether_krita"
 RANDOM_SEED = -1
 LAYER_NAME_LENGTH = 48
 # What a live session accepts (the server refuses more).
 LIVE_STEPS = (1, 4)
+# Seamless tiling: "" none, else the axes that wrap (the server's `tiling`).
+TILINGS = ("", "x", "y", "xy")
+# What the server accepts as a LoRA's weight.
+LORA_WEIGHTS = (-10.0, 10.0)
 
 ReadSetting = Callable[[str, str, str], str]  # (group, name, default) -> value
 WriteSetting = Callable[[str, str, str], None]  # (group, name, value)
@@ -24,7 +31,9 @@ class Settings:
     """The docker's parameters. `model` "" is the server's default model; `seed`
     RANDOM_SEED lets the server draw one (Live draws one per session); `context_percent` is
     the margin around the selection, in percent of its longer side, that the model sees but
-    does not paint; `live_steps` are the denoising steps of each live frame."""
+    does not paint; `live_steps` are the denoising steps of each live frame; `loras` are
+    applied to every repaint and live frame; `tiling` (one of TILINGS) makes the result
+    wrap around the canvas's edges, and a repaint with it reads the whole canvas."""
 
     address: str = "127.0.0.1:50051"
     token: str = ""
@@ -40,6 +49,8 @@ class Settings:
     show_edges: bool = False
     context_percent: int = 25
     live_steps: int = 2
+    loras: tuple[tether.Lora, ...] = ()
+    tiling: str = ""
 
     def problem(self) -> str | None:
         """A message for the user when these settings cannot make a request, else None.
@@ -58,6 +69,15 @@ class Settings:
             return "Seed must be 0 or more (or random)."
         if self.context_percent < 0:
             return "The context margin cannot be negative."
+        if self.tiling not in TILINGS:
+            return f"Tiling must be none, x, y or xy (got {self.tiling!r})."
+        low, high = LORA_WEIGHTS
+        names = [lora.name for lora in self.loras]
+        for lora in self.loras:
+            if not low <= lora.weight <= high:
+                return f"The weight of LoRA {lora.name!r} must be between {low:g} and {high:g}."
+            if names.count(lora.name) > 1:
+                return f"LoRA {lora.name!r} is chosen twice: pick each LoRA once."
         return None
 
     def live_problem(self) -> str | None:
@@ -97,6 +117,8 @@ def save(settings: Settings, write: WriteSetting) -> None:
 def _to_text(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, tuple):  # the LoRAs, as [[name, weight], ...]
+        return json.dumps([[lora.name, lora.weight] for lora in value])
     return str(value)
 
 
@@ -108,6 +130,8 @@ def _from_text(text: str, default: object) -> object:
             return int(text)
         if isinstance(default, float):
             return float(text)
-    except ValueError:
+        if isinstance(default, tuple):
+            return tuple(tether.Lora(str(name), float(weight)) for name, weight in json.loads(text))
+    except (ValueError, TypeError):
         return default
     return text
