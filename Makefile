@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-slow hosts bench bench-gpu lint protos clean
+.PHONY: setup demo test test-slow hosts bench bench-gpu lint protos clean weights
 
 setup: $(VENV)/.installed
 
@@ -20,6 +20,20 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 demo: setup
 	$(BIN)/python examples/demo.py
+
+# A small model trained from scratch with seed 0 on synthetic scenes, with depth, normal and
+# canny units (README, "Training"); not the embedded default. Resumes where it stopped;
+# checkpoints and loss logs go to build/train/.
+TRAINED := build/weights/tiny
+weights: setup
+	$(BIN)/tether train base --out $(TRAINED) --checkpoints build/train/base \
+		--save-dtype float16 --threads 1 --resume
+	for kind in depth normal canny; do \
+		$(BIN)/tether train control --kind $$kind --models $(TRAINED)/models.toml --add \
+			--out $(TRAINED)/control-$$kind --checkpoints build/train/control-$$kind \
+			--hint-channels 8,16,32,64 --scenes 2000 --steps 400 --checkpoint-every 50 \
+			--save-dtype float16 --threads 1 --resume || exit 1; \
+	done
 
 # The real hosts the tests drive: Blender as a Python module (own venv, numpy<2), Krita,
 # and Chromium for the live viewer page.

@@ -257,6 +257,12 @@ def _parser() -> argparse.ArgumentParser:
         command("bridge", "WebSocket bridge for hosts without gRPC (Godot); needs tether[bridge]")
     )
 
+    train = command("train", "train models (needs tether[server])")
+    if importlib.util.find_spec("tether_server") is not None:
+        from tether_server.train.cli import add_arguments  # options only, no torch
+
+        add_arguments(train)
+
     serve = command("serve", "run the server (needs tether[server])")
     serve.add_argument(
         "--models",
@@ -521,6 +527,14 @@ def _serve(args: argparse.Namespace) -> int:
     return serve_main(args)
 
 
+def _train(args: argparse.Namespace) -> int:
+    if importlib.util.find_spec("tether_server") is None:
+        raise ValueError("tether train needs the server extra: pip install 'tether[server]'")
+    from tether_server.train.cli import main as train_main
+
+    return train_main(args)
+
+
 def _explain(error: TetherError, args: argparse.Namespace) -> str:
     """The line for a failed call: the server's message, or for the cases where that
     message speaks gRPC (metadata, TLS handshakes), what to do on this command line."""
@@ -562,6 +576,7 @@ def main(argv: list[str] | None = None) -> int:
         "models": _models,
         "info": _info,
         "serve": _serve,
+        "train": _train,
         "bridge": bridge.main,
     }
     if args.command in ("generate", "models", "info"):
