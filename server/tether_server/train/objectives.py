@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from ..engine import LATENT_RGB
+from ..autoencoders import LATENT_RGB
 
 KL_WEIGHT = 1e-4
 EDGE_WEIGHT = 1.0
