@@ -36,18 +36,21 @@ from tether_server.engine import ControlInput, Engine, Job
 FAST_TOLERANCE = 4 / 255
 
 
+def timed_ms(run, device: torch.device) -> float:
+    """One call of `run`, in ms, waiting for the device's queued work on both sides."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    run()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - started) * 1000
+
+
 def median_time(run, repeats: int, device: torch.device) -> float:
-    run()  # warm-up: kernels, allocator, caches
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        run()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    """Median seconds of `repeats` calls after a warm-up call (kernels, allocator, caches)."""
+    run()
+    return statistics.median(timed_ms(run, device) for _ in range(repeats)) / 1000
 
 
 def main() -> None:

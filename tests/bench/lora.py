@@ -24,12 +24,12 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from diffusers import StableDiffusionPipeline
-from engine import full_size_sd15
+from engine import timed_ms
+from random_models import full_size_sd15
 from tether_server import models, schedulers
 from tether_server.catalog import Catalog, LoraFile
 from tether_server.engine import Engine, Job
@@ -37,16 +37,6 @@ from tether_server.lora import LoraWeight
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lora_files import random_lora, save_kohya  # noqa: E402
-
-
-def timed_ms(run, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    run()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - started) * 1000
 
 
 def main() -> None:
