@@ -75,10 +75,6 @@ class ModelRegistry:
         registry = cls(catalog, device=models.device, dtype=models.dtype)
         registry._loaded[models.name] = models
         registry._controls = models.controls
-        registry._text_sides[models.name] = (
-            models.tokenizer,
-            models.text_encoder.config.hidden_size,
-        )
         return registry
 
     @property
@@ -113,15 +109,21 @@ class ModelRegistry:
         return entry
 
     def text_side(self, name: str) -> tuple[CLIPTokenizer, int]:
-        """The base model `name`'s tokenizer and text encoder width, read from its files
-        without loading weights: what checking a prompt needs. Any thread."""
+        """The base model `name`'s tokenizer and text encoder width: what checking a prompt
+        needs. Taken from the model set if it is loaded, else read from its files without
+        loading weights; kept either way. Any thread."""
         entry = self.base(name)
         with self._text_sides_lock:
             if entry.name not in self._text_sides:
-                try:
-                    self._text_sides[entry.name] = load_text_side(entry)
-                except ModelConfigError as error:
-                    raise Internal(f"a model failed to load: {error}") from error
+                models = self._loaded.get(entry.name)
+                if models is not None:
+                    width = models.text_encoder.config.hidden_size
+                    self._text_sides[entry.name] = (models.tokenizer, width)
+                else:
+                    try:
+                        self._text_sides[entry.name] = load_text_side(entry)
+                    except ModelConfigError as error:
+                        raise Internal(f"a model failed to load: {error}") from error
             return self._text_sides[entry.name]
 
     def load(self, name: str, controls: Iterable[str] = ()) -> ModelSet:
