@@ -53,9 +53,10 @@ class Attempts:
         return self.started[address] - self.ended[address] - self.watches
 
 
-def attempts(target: str, watches: int = 1) -> Attempts:
-    """Channelz's counts for the open channel to `target` in this process (the servicer's
-    methods are static; called in process they need no gRPC context)."""
+def subchannels(target: str) -> tuple[channelz_pb2.Channel, list[channelz_pb2.Subchannel]]:
+    """Channelz's view of the open channel to `target` in this process and of its
+    subchannels, one per replica (the servicer's methods are static; called in process
+    they need no gRPC context)."""
     servicer = channelz.ChannelzServicer
     start = 0
     while True:
@@ -64,17 +65,39 @@ def attempts(target: str, watches: int = 1) -> Attempts:
         )
         for channel in page.channel:
             if channel.data.target == target:
-                started, ended = {}, {}
-                for ref in channel.subchannel_ref:
-                    request = channelz_pb2.GetSubchannelRequest(subchannel_id=ref.subchannel_id)
-                    data = servicer.GetSubchannel(request, None).subchannel.data
-                    address = data.target.removeprefix("ipv4:")
-                    started[address] = data.calls_started
-                    ended[address] = data.calls_succeeded + data.calls_failed
-                return Attempts(channel.data.calls_started, started, ended, watches)
+                requests = [
+                    channelz_pb2.GetSubchannelRequest(subchannel_id=ref.subchannel_id)
+                    for ref in channel.subchannel_ref
+                ]
+                return channel, [servicer.GetSubchannel(r, None).subchannel for r in requests]
         if page.end or not page.channel:
             raise LookupError(f"no open channel to {target}")
         start = max(channel.ref.channel_id for channel in page.channel) + 1
+
+
+def attempts(target: str, watches: int = 1) -> Attempts:
+    """Channelz's counts for the open channel to `target`."""
+    channel, replicas = subchannels(target)
+    started, ended = {}, {}
+    for replica in replicas:
+        address = replica.data.target.removeprefix("ipv4:")
+        started[address] = replica.data.calls_started
+        ended[address] = replica.data.calls_succeeded + replica.data.calls_failed
+    return Attempts(channel.data.calls_started, started, ended, watches)
+
+
+def connect_all(channel: grpc.Channel, target: str, replicas: int, timeout: float = 60) -> None:
+    """Until the channel to `target` is connected to every replica: round robin picks only
+    among connected ones, so a replica that connects late would miss the first calls."""
+    grpc.channel_ready_future(channel).result(timeout=timeout)
+    ready = channelz_pb2.ChannelConnectivityState.READY
+    deadline = time.monotonic() + timeout
+    while True:
+        states = [replica.data.state.state for replica in subchannels(target)[1]]
+        if states.count(ready) == replicas:
+            return
+        assert time.monotonic() < deadline, f"replicas not all connected: {states}"
+        time.sleep(0.05)
 
 
 def targets(*servers: str) -> str:
@@ -154,6 +177,7 @@ def test_a_call_refused_unavailable_is_retried_on_another_replica(loading, serve
         protocol.generate_request("x", steps=1, width=SIZE, height=SIZE, controls=[depth])
     )
     with grpc.insecure_channel(target, options=options) as channel:
+        connect_all(channel, target, replicas=2)
         stub = tether_pb2_grpc.TetherStub(channel)
         for request in requests:
             events = list(stub.Generate(request))
