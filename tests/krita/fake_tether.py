@@ -119,6 +119,15 @@ class FakeTether(tether_pb2_grpc.TetherServicer):
 
     def Generate(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         self.messages.append(request)
+        answered = threading.Event()  # the call ends with its result or a refusal
+
+        def ended() -> None:
+            # gRPC stops running this generator when the client cancels, wherever it is
+            # (the previews included): a call that ends unanswered was cancelled.
+            if not answered.is_set():
+                self.cancelled.set()
+
+        context.add_callback(ended)
         width, height = request.width, request.height
         yield tether_pb2.GenerateEvent(queued=tether_pb2.Queued(position=0))
         preview = np.full((height // 8, width // 8, 3), PREVIEW_GREY, dtype=np.uint8)
@@ -127,6 +136,7 @@ class FakeTether(tether_pb2_grpc.TetherServicer):
             yield tether_pb2.GenerateEvent(progress=progress)
         if self.hold and self._client_left(context):
             return
+        answered.set()
         if self.reject is not None:
             context.abort(grpc.StatusCode[self.reject.code], str(self.reject))
         image = np.empty((height, width, 3), dtype=np.uint8)
@@ -135,15 +145,13 @@ class FakeTether(tether_pb2_grpc.TetherServicer):
         yield tether_pb2.GenerateEvent(result=result)
 
     def _client_left(self, context: grpc.ServicerContext) -> bool:
-        """Hold until the client cancels (True; `cancelled` is set) or `released` is."""
+        """Hold until the client cancels (True; `cancelled` is set as the call ends) or
+        `released` is."""
         waited = 0.0
         while context.is_active() and not self.released.is_set() and waited < HOLD_S:
             self.released.wait(0.01)
             waited += 0.01
-        if not context.is_active():
-            self.cancelled.set()
-            return True
-        return False
+        return not context.is_active()
 
     def Live(self, requests: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         context.add_callback(self.live_ended.set)
